@@ -1,0 +1,1 @@
+"""The SliceRes 2D network."""

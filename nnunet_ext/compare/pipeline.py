@@ -1,0 +1,283 @@
+"""The comparison pipeline: plan -> split -> train (each method, each fold) -> predict (each variant) ->
+evaluate -> report, every step cached in ``OUT/manifest.json``.
+
+Isolation: the raw dataset is only read. Preprocessed data and trained models go to
+``OUT/nnUNet_preprocessed`` and ``OUT/nnUNet_results``, handed to the child processes through their
+environment, so a comparison never overwrites the user's own plans or models and can be deleted as a whole.
+
+Resumption: a step interrupted while training restarts with nnU-Net's ``--c`` (continue from the latest
+checkpoint) when its parameters are unchanged; other interrupted steps are redone from scratch (they are
+short, and redoing them keeps the timings honest).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from nnunet_ext.compare.budget import Budget
+from nnunet_ext.compare.heldout import dataset_cases, ensure_splits, held_out, stage_cases
+from nnunet_ext.compare.manifest import StepCache
+from nnunet_ext.compare.methods import DEFAULT_PLANS, RESENC_PLANNER, RESENC_PLANS, Method, Variant
+from nnunet_ext.compare.process import probe_command, run_logged
+from nnunet_ext.discovery import environment_with_trainers
+
+log = logging.getLogger("nnunet_ext.compare")
+
+EXT_ENTRY = "nnunet_ext.cli:main"
+TRAIN_ENTRY = "nnunetv2.run.run_training:run_training_entry"
+PLAN_EXPERIMENT_ENTRY = "nnunetv2.experiment_planning.plan_and_preprocess_entrypoints:plan_experiment_entry"
+PREPROCESS_ENTRY = "nnunetv2.experiment_planning.plan_and_preprocess_entrypoints:preprocess_entry"
+
+
+def find_raw_dataset(raw_root: Path, dataset: str) -> Path:
+    """``nnUNet_raw/DatasetXXX_Name`` from an id (``5``, ``005``) or a full name; clear error otherwise."""
+    raw_root = Path(raw_root)
+    if not raw_root.is_dir():
+        raise FileNotFoundError(f"nnUNet_raw folder {raw_root} does not exist")
+    if dataset.isdigit():
+        matches = sorted(raw_root.glob(f"Dataset{int(dataset):03d}_*"))
+    else:
+        matches = [raw_root / dataset] if (raw_root / dataset).is_dir() else []
+    if len(matches) != 1:
+        found = sorted(p.name for p in raw_root.glob("Dataset*"))
+        raise FileNotFoundError(f"dataset {dataset!r} not found (exactly once) in {raw_root}; there are {found}")
+    return matches[0]
+
+
+@dataclass
+class Settings:
+    """Everything that defines one comparison run."""
+
+    dataset: str
+    raw_root: Path
+    out: Path
+    budget: Budget
+    methods: list[Method]
+    folds: list[int] = field(default_factory=lambda: [0])
+    rules: str = "brats-gli-2024"
+    device: str = "cpu"
+    num_processes: int = 2
+    plan_args: list[str] = field(default_factory=list)
+    title: str = ""
+    overlays: int = 1
+    echo: bool = True
+
+
+@dataclass
+class VariantResult:
+    """What the report needs about one prediction variant."""
+
+    method: Method
+    variant: Variant
+    evaluation: Path
+    predictions: Path
+    train: list[dict[str, Any]]
+    predict: list[dict[str, Any]]
+    token: str
+
+
+class Comparison:
+    def __init__(self, settings: Settings, base_env: dict[str, str] | None = None):
+        self.s = settings
+        self.out = Path(settings.out).resolve()
+        self.raw_folder = find_raw_dataset(settings.raw_root, settings.dataset)
+        self.dataset_name = self.raw_folder.name
+        self.preprocessed = self.out / "nnUNet_preprocessed"
+        self.results = self.out / "nnUNet_results"
+        self.logs = self.out / "logs"
+        self.records = self.out / "records"
+        self.env = self._environment(base_env)
+        self.dataset_json = json.loads((self.raw_folder / "dataset.json").read_text())
+        self.ending = self.dataset_json["file_ending"]
+
+    def _environment(self, base_env: dict[str, str] | None) -> dict[str, str]:
+        env = environment_with_trainers(base_env)
+        env.update({"nnUNet_raw": str(Path(self.s.raw_root).resolve()), "nnUNet_preprocessed": str(self.preprocessed),
+                    "nnUNet_results": str(self.results), **self.s.budget.env()})
+        env.setdefault("nnUNet_n_proc_DA", str(max(1, self.s.num_processes)))
+        return env
+
+    # ------------------------------------------------------------------ running
+    def run(self) -> Path:
+        """Run (or resume) the whole comparison; returns the Markdown report's path."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._log_to_file()
+        cache = StepCache(self.out / "manifest.json")
+        log.info("comparison of %s in %s (budget: %s, device %s, folds %s)", self.dataset_name, self.out,
+                 self.s.budget.describe(), self.s.device, self.s.folds)
+        n_variants = sum(len(m.variants) for m in self.s.methods)
+        total = 2 + int(self._needs_resenc()) + len(self.s.methods) * len(self.s.folds) \
+            + n_variants * (len(self.s.folds) + 1)
+        with tqdm(total=total, desc="compare", unit="step", disable=None) as bar:
+            def step(*args: Any) -> dict[str, Any]:
+                record = cache.run(*args)
+                bar.update()
+                return record
+
+            plan = self._plan(step)
+            heldout = self._stage_heldout()
+            results = []
+            for method in self.s.methods:
+                trains = [self._train(step, cache, method, fold, plan) for fold in self.s.folds]
+                for variant in method.variants:
+                    predicts = [self._predict(step, method, variant, fold, heldout[fold], train)
+                                for fold, train in zip(self.s.folds, trains)]
+                    evaluation = self._evaluate(step, variant, heldout, predicts)
+                    results.append(VariantResult(method, variant, self.out / "evaluation" / variant.name,
+                                                 self.out / "predictions" / variant.name / "all",
+                                                 [t["result"] for t in trains], [p["result"] for p in predicts],
+                                                 evaluation["token"]))
+            report = self._report(step, results, heldout)
+        log.info("report: %s", report)
+        return report
+
+    def _log_to_file(self) -> None:
+        """Append this package's log lines to ``logs/compare.log`` (nnU-Net's own output goes to per-step logs)."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        logger = logging.getLogger("nnunet_ext.compare")
+        path = str(self.logs / "compare.log")
+        if not any(getattr(h, "baseFilename", None) == path for h in logger.handlers):
+            handler = logging.FileHandler(path)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+    def _needs_resenc(self) -> bool:
+        return any(m.plans == RESENC_PLANS for m in self.s.methods)
+
+    def _probe(self, name: str, entry: str, args: list[str]) -> dict[str, Any]:
+        """Run ``entry`` under the probe, logging to ``logs/<name>.log``; returns the probe's record."""
+        record = self.records / f"{name}.json"
+        record.unlink(missing_ok=True)
+        run_logged(probe_command(record, entry, args), self.env, self.logs / f"{name}.log", echo=self.s.echo)
+        return json.loads(record.read_text())
+
+    # ------------------------------------------------------------------ steps
+    def _plan(self, step: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+        configurations = sorted({m.configuration for m in self.s.methods if m.plans == DEFAULT_PLANS})
+        folder = self.preprocessed / self.dataset_name
+        outputs = [folder / f"{DEFAULT_PLANS}.json", *[folder / f"{DEFAULT_PLANS}_{c}" for c in configurations]]
+        args = ["plan", "-d", self.dataset_name, "-c", *configurations, "-np", str(self.s.num_processes),
+                *self.s.plan_args]
+        plan = step("plan", {"dataset": self.dataset_name, "args": args}, outputs,
+                    lambda resume: self._probe("plan", EXT_ENTRY, args))
+        if not self._needs_resenc():
+            return plan
+        resenc_args = ["-d", self.dataset_name, "-c", "3d_fullres", "-np", str(self.s.num_processes)]
+        resenc = step("plan_resenc", {"after": plan["token"], "args": resenc_args},
+                      [folder / f"{RESENC_PLANS}.json", folder / f"{RESENC_PLANS}_3d_fullres"],
+                      lambda resume: {
+                          "plan": self._probe("plan_resenc", PLAN_EXPERIMENT_ENTRY,
+                                              ["-d", self.dataset_name, "-pl", RESENC_PLANNER]),
+                          "preprocess": self._probe("preprocess_resenc", PREPROCESS_ENTRY,
+                                                    [*resenc_args, "-plans_name", RESENC_PLANS])})
+        return {**plan, "token": plan["token"] + resenc["token"]}
+
+    def _stage_heldout(self) -> dict[int, list[str]]:
+        """Held-out cases per fold, their images linked under ``heldout/fold_X`` and labels under ``heldout/labels``."""
+        cases = dataset_cases(self.raw_folder)
+        splits = ensure_splits(self.preprocessed / self.dataset_name, list(cases))
+        source = self.preprocessed / self.dataset_name / "splits_final.json"
+        heldout = {fold: held_out(splits, fold, source) for fold in self.s.folds}
+        every = sorted({c for fold in self.s.folds for c in heldout[fold]})
+        stage_cases(cases, every, self.ending, self.out / "heldout" / "images_all", self.out / "heldout" / "labels")
+        for fold in self.s.folds:
+            stage_cases(cases, heldout[fold], self.ending, self.out / "heldout" / f"fold_{fold}", None)
+        shutil.rmtree(self.out / "heldout" / "images_all")
+        return heldout
+
+    def model_folder(self, method: Method) -> Path:
+        return self.results / self.dataset_name / f"{method.trainer}__{method.plans}__{method.configuration}"
+
+    def _train(self, step: Callable[..., dict[str, Any]], cache: StepCache, method: Method, fold: int,
+               plan: dict[str, Any]) -> dict[str, Any]:
+        name = f"train_{method.name}_fold_{fold}"
+        fold_dir = self.model_folder(method) / f"fold_{fold}"
+        params = {"trainer": method.trainer, "plans": method.plans, "configuration": method.configuration,
+                  "fold": fold, "budget": self.s.budget.as_dict(), "device": self.s.device, "plan": plan["token"]}
+
+        def train(resume: bool) -> dict[str, Any]:
+            if not resume and fold_dir.exists():
+                shutil.rmtree(fold_dir)
+            args = [self.dataset_name, method.configuration, str(fold), "-tr", method.trainer, "-p", method.plans,
+                    "-device", self.s.device, *(["--c"] if resume else [])]
+            return {**self._probe(name, TRAIN_ENTRY, args), **epoch_times(fold_dir / "checkpoint_final.pth")}
+
+        return step(f"train/{method.name}/fold_{fold}", params, [fold_dir / "checkpoint_final.pth"], train)
+
+    def _predict(self, step: Callable[..., dict[str, Any]], method: Method, variant: Variant, fold: int,
+                 cases: list[str], train: dict[str, Any]) -> dict[str, Any]:
+        name = f"predict_{variant.name}_fold_{fold}"
+        dest = self.out / "predictions" / variant.name / f"fold_{fold}"
+        args = [*variant.args, "-i", str(self.out / "heldout" / f"fold_{fold}"), "-o", str(dest),
+                "-d", self.dataset_name, "-c", method.configuration, "-p", method.plans, "-tr", method.trainer,
+                "-f", str(fold), "-device", self.s.device,
+                "-npp", str(self.s.num_processes), "-nps", str(self.s.num_processes)]
+
+        def predict(resume: bool) -> dict[str, Any]:
+            if dest.exists():
+                shutil.rmtree(dest)
+            record = self._probe(name, variant.entry, args)
+            return {**record, "cases": len(cases), "seconds_per_case": record["wall_seconds"] / max(1, len(cases))}
+
+        return step(f"predict/{variant.name}/fold_{fold}", {"args": args, "model": train["token"], "cases": cases},
+                    [dest / f"{c}{self.ending}" for c in cases], predict)
+
+    def _evaluate(self, step: Callable[..., dict[str, Any]], variant: Variant, heldout: dict[int, list[str]],
+                  predicts: list[dict[str, Any]]) -> dict[str, Any]:
+        merged = self.out / "predictions" / variant.name / "all"
+        dest = self.out / "evaluation" / variant.name
+        args = ["evaluate", "--pred", str(merged), "--ref", str(self.out / "heldout" / "labels"),
+                "--rules", self.s.rules, "-o", str(dest)]
+
+        def evaluate(resume: bool) -> dict[str, Any]:
+            if merged.exists():
+                shutil.rmtree(merged)
+            merged.mkdir(parents=True)
+            for fold in self.s.folds:
+                for case in heldout[fold]:
+                    os.symlink(Path("..") / f"fold_{fold}" / f"{case}{self.ending}", merged / f"{case}{self.ending}")
+            return self._probe(f"evaluate_{variant.name}", EXT_ENTRY, args)
+
+        return step(f"evaluate/{variant.name}", {"args": args, "predictions": [p["token"] for p in predicts]},
+                    [dest / "per_case.csv", dest / "summary.json"], evaluate)
+
+    def _report(self, step: Callable[..., dict[str, Any]], results: list[VariantResult],
+                heldout: dict[int, list[str]]) -> Path:
+        from nnunet_ext.compare.report import build_report
+
+        files = [self.out / "report.md", self.out / "report.html"]
+        params = {"evaluations": [r.token for r in results], "title": self.s.title, "overlays": self.s.overlays}
+        step("report", params, files, lambda resume: build_report(self, results, heldout))
+        return files[0]
+
+
+def epoch_times(checkpoint: Path) -> dict[str, Any]:
+    """Epochs trained and the summed epoch durations, from the log nnU-Net stores in its checkpoint.
+
+    Summing epoch durations (rather than timing the process) excludes start-up, data loader warm-up and the
+    final validation, and stays correct when training was resumed with ``--c``.
+    """
+    import torch
+
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint}: training ended without a final checkpoint")
+    logging_ = torch.load(checkpoint, map_location="cpu", weights_only=False)["logging"]
+    starts, ends = logging_["epoch_start_timestamps"], logging_["epoch_end_timestamps"]
+    return {"epochs": len(ends), "train_seconds": float(sum(e - s for s, e in zip(starts, ends)))}
+
+
+def default_device() -> str:
+    """``cuda`` when PyTorch sees a GPU, else ``cpu``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

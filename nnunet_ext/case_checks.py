@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +38,15 @@ class Problem:
 
 @dataclass(frozen=True)
 class CaseFiles:
-    """The files of one case: one image per channel (in channel order) and an optional label file."""
+    """The files of one case: one image per channel (in channel order) and an optional label file.
+
+    Callers that know which files a case should have pass the expected paths even when they do not exist,
+    so a missing channel is reported under the exact file name the user has to provide.
+    """
 
     case_id: str
     images: tuple[Path, ...]
     label: Path | None = None
-    # channels the caller expected but could not find at all (e.g. "t1c"); reported as missing files
-    missing: tuple[str, ...] = field(default_factory=tuple)
 
 
 class CaseCheckError(ValueError):
@@ -169,8 +171,7 @@ def check_case(images: Sequence[PathLike], label: PathLike | None = None,
 
 
 def _check_case_files(case: CaseFiles, allowed_labels: Sequence[int] | None, check_voxels: bool) -> list[Problem]:
-    problems = [Problem(case.case_id, f"no {name} file found") for name in case.missing]
-    return problems + check_case(case.images, case.label, allowed_labels, check_voxels)
+    return check_case(case.images, case.label, allowed_labels, check_voxels)
 
 
 def check_cases(cases: Sequence[CaseFiles], allowed_labels: Sequence[int] | None = None, num_workers: int = 1,

@@ -1,0 +1,109 @@
+"""Atomic, idempotent file output for the converters: nothing half-written ever carries a final name.
+
+Every output is first written to a ``.partial`` folder beside its destination and moved into place with
+``os.replace`` (atomic on one file system), so an interrupted run leaves either the old file or the new one
+and nnU-Net, which lists ``imagesTr`` by suffix, never sees a temporary file. A small JSON manifest records
+how each output was made (recipe + source file stats) so a re-run skips outputs that are already correct.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import SimpleITK as sitk
+
+PARTIAL = ".partial"
+
+
+def _partial_path(dst: Path) -> Path:
+    folder = dst.parent / PARTIAL
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{os.getpid()}-{dst.name}"
+
+
+def _finish(tmp: Path, dst: Path) -> None:
+    os.replace(tmp, dst)
+
+
+def remove_partials(folders: list[Path]) -> None:
+    """Delete the ``.partial`` scratch folder of each output folder (once no worker is writing any more).
+
+    They only ever hold our own unfinished temporary files, e.g. from an interrupted run.
+    """
+    for folder in folders:
+        partial = Path(folder) / PARTIAL
+        if partial.is_dir():
+            shutil.rmtree(partial)
+
+
+def write_image(image: sitk.Image, dst: Path) -> None:
+    """Write ``image`` to ``dst`` atomically (compressed when the name ends in .gz)."""
+    tmp = _partial_path(dst)
+    sitk.WriteImage(image, str(tmp), useCompression=dst.name.endswith(".gz"))
+    _finish(tmp, dst)
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    """Byte-exact copy of ``src`` to ``dst``, atomically."""
+    tmp = _partial_path(dst)
+    shutil.copyfile(src, tmp)
+    _finish(tmp, dst)
+
+
+def symlink_file(src: Path, dst: Path) -> None:
+    """Absolute symlink ``dst`` -> ``src``, atomically replacing whatever ``dst`` was."""
+    tmp = _partial_path(dst)
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(src.resolve())
+    _finish(tmp, dst)
+
+
+def write_json(data: Any, dst: Path) -> None:
+    """Pretty JSON written atomically."""
+    tmp = _partial_path(dst)
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    _finish(tmp, dst)
+
+
+def fingerprint(recipe: dict[str, Any], sources: list[Path]) -> str:
+    """Hash of how an output is made: the recipe and each source's resolved path, size and mtime."""
+    stats = []
+    for src in sources:
+        st = src.stat()
+        stats.append([str(src.resolve()), st.st_size, st.st_mtime_ns])
+    blob = json.dumps({"recipe": recipe, "sources": stats}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def output_state(dst: Path) -> list[Any] | None:
+    """What the manifest remembers of an output (link target or size + mtime), None when it does not exist."""
+    if dst.is_symlink():
+        return ["link", os.readlink(dst)]
+    if not dst.is_file():
+        return None
+    st = dst.stat()
+    return ["file", st.st_size, st.st_mtime_ns]
+
+
+class Manifest:
+    """``{output relative path: [fingerprint, output state]}`` stored as JSON in the dataset folder."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[str, list[Any]] = json.loads(path.read_text()) if path.is_file() else {}
+
+    def is_current(self, key: str, print_: str, dst: Path) -> bool:
+        """True when ``dst`` was made from the same recipe and sources and has not been touched since."""
+        entry = self.entries.get(key)
+        return entry is not None and entry[0] == print_ and entry[1] == output_state(dst)
+
+    def record(self, key: str, print_: str, dst: Path) -> None:
+        self.entries[key] = [print_, output_state(dst)]
+
+    def save(self) -> None:
+        write_json(self.entries, self.path)

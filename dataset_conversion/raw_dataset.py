@@ -1,0 +1,270 @@
+"""Shared core of the converters: validate source cases, then write an nnU-Net raw dataset from them.
+
+The challenge-specific modules (:mod:`brats_gli`, :mod:`men_rt`) only find the source files and declare
+channels and labels; everything that makes a conversion safe lives here once:
+
+* every case is checked with :mod:`nnunet_ext.case_checks` *before* anything is written; all problems are
+  reported in one summary; ``strict`` raises, otherwise bad cases are skipped with a warning;
+* source files are only read (copied, symlinked, or read and re-written when they must change);
+* outputs are written atomically and recorded in a manifest, so a re-run skips what is already correct and
+  removes only outputs of earlier runs that this run no longer produces (never anything else);
+* cases are written by parallel workers behind a tqdm bar, and a log file is kept in the dataset folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import SimpleITK as sitk
+from tqdm import tqdm
+
+from dataset_conversion.files import (
+    PARTIAL,
+    Manifest,
+    copy_file,
+    fingerprint,
+    remove_partials,
+    symlink_file,
+    write_image,
+    write_json,
+)
+from nnunet_ext.case_checks import CaseFiles, Problem, check_cases, format_summary, raise_if_problems
+
+FILE_ENDING = ".nii.gz"
+MANIFEST = "conversion_manifest.json"
+RECORDS = "conversion_records"
+log = logging.getLogger("dataset_conversion")
+
+
+@dataclass(frozen=True)
+class SourceCase:
+    """One case as found in the download: expected image paths per channel (may not exist) and its label."""
+
+    case_id: str
+    images: tuple[Path, ...]
+    label: Path | None = None
+    problems: tuple[Problem, ...] = ()  # found while discovering (e.g. a file present twice)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What ``dataset.json`` declares, plus the label values allowed in the *source* label files."""
+
+    dataset_id: int
+    name: str
+    channel_names: dict[int, str]
+    labels: dict[str, int | list[int]]
+    source_labels: tuple[int, ...]
+    regions_class_order: tuple[int, ...] | None = None
+    description: str = ""
+    reference: str = ""
+    licence: str = ""
+
+    @property
+    def folder_name(self) -> str:
+        return f"Dataset{self.dataset_id:03d}_{self.name}"
+
+
+# transforms a case's source files into (images, label, record); must be picklable (runs in workers)
+CasePreprocessor = Callable[[SourceCase, Path], tuple[list[sitk.Image], sitk.Image | None, dict[str, Any]]]
+
+
+@dataclass
+class ConversionResult:
+    dataset_dir: Path
+    training: list[str] = field(default_factory=list)
+    test: list[str] = field(default_factory=list)
+    skipped: dict[str, list[Problem]] = field(default_factory=dict)
+    written: int = 0
+    unchanged: int = 0
+
+
+def check_dataset_id(raw_root: Path, spec: DatasetSpec) -> None:
+    """nnU-Net cannot resolve an ID that two differently named datasets share: refuse before writing."""
+    others = [p.name for p in raw_root.glob(f"Dataset{spec.dataset_id:03d}_*") if p.name != spec.folder_name]
+    if others:
+        raise ValueError(f"dataset ID {spec.dataset_id} is already used by {', '.join(others)} in {raw_root}; "
+                         f"choose another -d or remove that dataset")
+
+
+def validate_cases(cases: Sequence[SourceCase], spec: DatasetSpec, strict: bool, num_workers: int
+                   ) -> tuple[list[SourceCase], dict[str, list[Problem]]]:
+    """The good cases and ``{case_id: problems}`` of the bad ones; in strict mode any problem raises."""
+    problems = check_cases([CaseFiles(c.case_id, c.images, c.label) for c in cases], spec.source_labels,
+                           num_workers, desc="checking source cases")
+    for case in cases:
+        if case.problems:
+            problems[case.case_id] = list(case.problems) + problems.get(case.case_id, [])
+    if strict:
+        raise_if_problems(problems, len(cases))
+    elif problems:
+        log.warning("skipping bad cases (use --strict to fail instead)\n%s", format_summary(problems, len(cases)))
+    return [c for c in cases if c.case_id not in problems], problems
+
+
+def _destinations(case: SourceCase, dataset_dir: Path) -> tuple[list[Path], Path | None]:
+    split = "Tr" if case.label is not None else "Ts"
+    images = [dataset_dir / f"images{split}" / f"{case.case_id}_{c:04d}{FILE_ENDING}" for c in range(len(case.images))]
+    label = dataset_dir / "labelsTr" / f"{case.case_id}{FILE_ENDING}" if case.label is not None else None
+    return images, label
+
+
+def _place(src: Path, dst: Path, symlink: bool) -> None:
+    """Copy or link a source file unchanged; files that are not .nii.gz are re-encoded (lossless)."""
+    if not src.name.endswith(FILE_ENDING):
+        write_image(sitk.ReadImage(str(src)), dst)
+    elif symlink:
+        symlink_file(src, dst)
+    else:
+        copy_file(src, dst)
+
+
+def _convert_case(case: SourceCase, dataset_dir: Path, symlink: bool,
+                  preprocessor: CasePreprocessor | None) -> None:
+    dst_images, dst_label = _destinations(case, dataset_dir)
+    if preprocessor is None:
+        for src, dst in zip(case.images, dst_images):
+            _place(src, dst, symlink)
+        if dst_label is not None:
+            _place(case.label, dst_label, symlink)
+        return
+    records = dataset_dir / RECORDS
+    records.mkdir(exist_ok=True)
+    images, label, record = preprocessor(case, records)
+    for image, dst in zip(images, dst_images):
+        write_image(image, dst)
+    if dst_label is not None:
+        write_image(label, dst_label)
+    write_json(record, records / f"{case.case_id}.json")
+
+
+def _setup_log(dataset_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(dataset_dir / f"conversion_{time.strftime('%Y_%m_%d_%H_%M_%S')}.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    return handler
+
+
+def convert(cases: Sequence[SourceCase], spec: DatasetSpec, raw_root: Path, *, symlink: bool = False,
+            strict: bool = False, num_workers: int = 1, preprocessor: CasePreprocessor | None = None,
+            preprocessor_recipe: dict[str, Any] | None = None, extra_sources: Sequence[Path] = ()
+            ) -> ConversionResult:
+    """Validate ``cases`` and write ``raw_root/DatasetXXX_NAME``; labelled cases go to imagesTr/labelsTr,
+    unlabelled ones to imagesTs. ``preprocessor`` (with its ``preprocessor_recipe`` for the manifest and the
+    ``extra_sources`` it reads, e.g. a template) replaces plain copying when images must change.
+    """
+    if symlink and preprocessor is not None:
+        raise ValueError("--symlink cannot be combined with resampling, registration or skull stripping "
+                         "(the outputs differ from the sources)")
+    raw_root = Path(raw_root)
+    check_dataset_id(raw_root, spec)
+    if not cases:
+        raise ValueError("no cases found")
+    good, problems = validate_cases(cases, spec, strict, num_workers)
+    if not any(c.label is not None for c in good):
+        raise ValueError("no valid labelled case left to convert\n" + format_summary(problems, len(cases)))
+    dataset_dir = raw_root / spec.folder_name
+    for sub in ("imagesTr", "labelsTr"):
+        (dataset_dir / sub).mkdir(parents=True, exist_ok=True)
+    if any(c.label is None for c in good):
+        (dataset_dir / "imagesTs").mkdir(exist_ok=True)
+    handler = _setup_log(dataset_dir)
+    try:
+        result = _write_cases(good, spec, dataset_dir, symlink, num_workers, preprocessor,
+                              preprocessor_recipe, extra_sources)
+        result.skipped = problems
+        log.info("%s: %d training and %d test cases (%d written, %d unchanged, %d skipped)", spec.folder_name,
+                 len(result.training), len(result.test), result.written, result.unchanged, len(problems))
+    finally:
+        remove_partials([dataset_dir, *(dataset_dir / sub for sub in ("imagesTr", "labelsTr", "imagesTs", RECORDS))])
+        log.removeHandler(handler)
+        handler.close()
+    return result
+
+
+def _write_cases(good: Sequence[SourceCase], spec: DatasetSpec, dataset_dir: Path, symlink: bool, num_workers: int,
+                 preprocessor: CasePreprocessor | None, preprocessor_recipe: dict[str, Any] | None,
+                 extra_sources: Sequence[Path]) -> ConversionResult:
+    result = ConversionResult(dataset_dir)
+    manifest = Manifest(dataset_dir / MANIFEST)
+    todo: list[tuple[SourceCase, str, list[Path]]] = []
+    produced: set[str] = set()
+    for case in good:
+        dst_images, dst_label = _destinations(case, dataset_dir)
+        outputs = dst_images + ([dst_label] if dst_label is not None else [])
+        recipe = {"symlink": symlink, "preprocessing": preprocessor_recipe,
+                  "outputs": [str(p.relative_to(dataset_dir)) for p in outputs]}
+        sources = list(case.images) + ([case.label] if case.label is not None else []) + list(extra_sources)
+        print_ = fingerprint(recipe, sources)
+        keys = [str(p.relative_to(dataset_dir)) for p in outputs]
+        produced.update(keys)
+        (result.training if case.label is not None else result.test).append(case.case_id)
+        if all(manifest.is_current(k, print_, p) for k, p in zip(keys, outputs)):
+            result.unchanged += 1
+        else:
+            todo.append((case, print_, outputs))
+    _remove_stale(manifest, produced, dataset_dir)
+
+    def finished(case: SourceCase, print_: str, outputs: list[Path]) -> None:
+        for path in outputs:
+            manifest.record(str(path.relative_to(dataset_dir)), print_, path)
+        manifest.save()
+        result.written += 1
+
+    bar = tqdm(total=len(todo), desc=f"writing {spec.folder_name}", unit="case", disable=not todo)
+    if num_workers <= 1 or len(todo) <= 1:
+        for case, print_, outputs in todo:
+            _convert_case(case, dataset_dir, symlink, preprocessor)
+            finished(case, print_, outputs)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=num_workers) as pool:
+            futures = {pool.submit(_convert_case, case, dataset_dir, symlink, preprocessor): (case, print_, outputs)
+                       for case, print_, outputs in todo}
+            for future, (case, print_, outputs) in futures.items():
+                future.result()
+                finished(case, print_, outputs)
+                bar.update()
+    bar.close()
+    _write_dataset_json(spec, dataset_dir, len(result.training))
+    return result
+
+
+def _remove_stale(manifest: Manifest, produced: set[str], dataset_dir: Path) -> None:
+    """Delete outputs that an earlier run wrote (per the manifest) and this run does not produce any more."""
+    for key in sorted(set(manifest.entries) - produced):
+        path = dataset_dir / key
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+            log.info("removed stale output %s", path)
+        del manifest.entries[key]
+        record = dataset_dir / RECORDS / f"{_case_of(key)}.json"
+        record.unlink(missing_ok=True)
+    manifest.save()
+
+
+def _case_of(key: str) -> str:
+    name = Path(key).name[: -len(FILE_ENDING)]
+    return re.sub(r"_\d{4}$", "", name) if not key.startswith("labelsTr") else name
+
+
+def _write_dataset_json(spec: DatasetSpec, dataset_dir: Path, num_training: int) -> None:
+    """nnU-Net's own ``generate_dataset_json`` into a scratch folder, then moved into place atomically."""
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+    scratch = dataset_dir / PARTIAL / f"json-{os.getpid()}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    generate_dataset_json(str(scratch), spec.channel_names, spec.labels, num_training, FILE_ENDING,
+                          regions_class_order=list(spec.regions_class_order) if spec.regions_class_order else None,
+                          dataset_name=spec.folder_name, reference=spec.reference or None,
+                          description=spec.description or None, license=spec.licence,
+                          converted_by="nnunet-ext convert")
+    os.replace(scratch / "dataset.json", dataset_dir / "dataset.json")

@@ -1,0 +1,98 @@
+"""``nnunet-ext convert brats-gli|men-rt SRC -d ID``: challenge downloads -> nnU-Net raw datasets."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+NAME = "convert"
+HELP = "convert a BraTS-GLI 2024 or BraTS-MEN-RT 2024 download into an nnU-Net raw dataset"
+
+
+def _common(parser: argparse.ArgumentParser, default_name: str) -> None:
+    parser.add_argument("src", type=Path, help="folder with the challenge download (searched recursively)")
+    parser.add_argument("-d", "--dataset-id", type=int, required=True, help="nnU-Net dataset ID (1..999)")
+    parser.add_argument("-n", "--name", default=default_name, help=f"dataset name (default {default_name})")
+    parser.add_argument("--strict", action="store_true", help="fail on any bad case instead of skipping it")
+    parser.add_argument("--symlink", action="store_true", help="symlink .nii.gz sources instead of copying")
+    parser.add_argument("-j", "--num-workers", type=int, default=max(1, min(8, (os.cpu_count() or 2) - 1)),
+                        help="parallel worker processes (default: CPUs - 1, at most 8)")
+    parser.add_argument("--raw-root", type=Path, default=None,
+                        help="nnUNet_raw folder to write into (default: $nnUNet_raw)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="task", metavar="TASK", required=True)
+    gli = sub.add_parser("brats-gli", help="BraTS-GLI 2024: 4 channels, NETC/SNFH/ET/RC, patient-grouped splits")
+    _common(gli, "BraTS2024GLI")
+    gli.add_argument("--regions", action="store_true",
+                     help="region-based labels WT (1,2,3), TC (1,3), ET (3), RC (4) as BraTS scores them")
+    gli.add_argument("--preprocessed-root", type=Path, default=None,
+                     help="nnUNet_preprocessed folder for splits_final.json (default: $nnUNet_preprocessed)")
+    men = sub.add_parser("men-rt", help="BraTS-MEN-RT 2024: 1 channel (T1C), GTV; optional preprocessing")
+    _common(men, "BraTS2024MENRT")
+    men.add_argument("--resample-iso", type=float, metavar="MM", default=None,
+                     help="resample to MM isotropic spacing (off by default)")
+    men.add_argument("--register-to", type=Path, metavar="TEMPLATE", default=None,
+                     help="rigidly register every case to this template image (off by default)")
+    men.add_argument("--affine", action="store_true", help="with --register-to: affine instead of rigid")
+    men.add_argument("--skull-strip", action="store_true",
+                     help="skull-strip with HD-BET (must be installed with its weights; off by default, "
+                          "the study found it hurts meningioma Dice)")
+
+
+def _root(explicit: Path | None, env: str) -> Path:
+    if explicit is not None:
+        return explicit
+    value = os.environ.get(env)
+    if not value:
+        raise SystemExit(f"error: ${env} is not set; set it or pass --{env.split('_')[1]}-root")
+    return Path(value)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataset_conversion import brats_gli, men_rt
+    from dataset_conversion.raw_dataset import convert
+    from dataset_conversion.splits import grouped_splits, write_splits
+    from nnunet_ext.case_checks import CaseCheckError, format_summary
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    if not 1 <= args.dataset_id <= 999:
+        print(f"error: dataset ID must be in 1..999, got {args.dataset_id}", file=sys.stderr)
+        return 2
+    if not args.src.is_dir():
+        print(f"error: {args.src} is not a folder", file=sys.stderr)
+        return 2
+    raw_root = _root(args.raw_root, "nnUNet_raw")
+    try:
+        if args.task == "brats-gli":
+            preprocessed_root = _root(args.preprocessed_root, "nnUNet_preprocessed")
+            spec = brats_gli.dataset_spec(args.dataset_id, args.name, args.regions)
+            result = convert(brats_gli.find_cases(args.src), spec, raw_root, symlink=args.symlink,
+                             strict=args.strict, num_workers=args.num_workers)
+            splits = grouped_splits(result.training, brats_gli.patient_of)
+            path = write_splits(splits, preprocessed_root, spec.folder_name)
+            print(f"wrote {len(splits)}-fold patient-grouped splits to {path}")
+        else:
+            steps = men_rt.MenRtPreprocessing(args.resample_iso, args.register_to, args.affine, args.skull_strip)
+            steps.check_available()
+            spec = men_rt.dataset_spec(args.dataset_id, args.name)
+            active = steps if steps.active else None
+            result = convert(men_rt.find_cases(args.src), spec, raw_root, symlink=args.symlink,
+                             strict=args.strict, num_workers=args.num_workers, preprocessor=active,
+                             preprocessor_recipe=steps.recipe() if active else None,
+                             extra_sources=[args.register_to] if args.register_to else [])
+    except CaseCheckError as error:
+        print(f"error: --strict and some cases are bad\n{error}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"{result.dataset_dir}: {len(result.training)} training cases, {len(result.test)} test cases "
+          f"({result.written} written, {result.unchanged} already up to date)")
+    if result.skipped:
+        print("skipped:\n" + format_summary(result.skipped), file=sys.stderr)
+    return 0

@@ -1,0 +1,36 @@
+"""``nnunet-ext export-brats PRED_DIR OUT_DIR --task gli|men-rt``: predictions -> challenge submission files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+NAME = "export-brats"
+HELP = "turn nnU-Net predictions into BraTS 2024 submission files (names, labels, original geometry)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pred_dir", type=Path, help="folder with nnU-Net predictions (CASE.nii.gz)")
+    parser.add_argument("out_dir", type=Path, help="folder for the submission files")
+    parser.add_argument("--task", choices=["gli", "men-rt"], required=True)
+    parser.add_argument("--raw", type=Path, default=None,
+                        help="the challenge download the predictions are for: their grid is checked against "
+                             "it and its exact header geometry copied")
+    parser.add_argument("--dataset", type=Path, default=None,
+                        help="nnU-Net raw dataset folder written by 'convert men-rt --resample-iso/--register-to': "
+                             "predictions are resampled back to the scanner grid it recorded")
+    parser.add_argument("-j", "--num-workers", type=int, default=1, help="parallel worker processes")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataset_conversion.export_brats import ExportError, export_predictions
+
+    try:
+        written = export_predictions(args.pred_dir, args.out_dir, args.task, args.raw, args.dataset,
+                                     args.num_workers)
+    except ExportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(written)} submission files to {args.out_dir}")
+    return 0

@@ -1,12 +1,15 @@
 """The training budget every method of a comparison gets, passed to the trainers as environment variables.
 
-``nnUNetTrainerBudget`` (stock nnU-Net with a budget) and ``SliceResTrainer`` both read the same variables,
-so "same budget" is enforced by construction rather than by per-trainer settings.
+``nnUNetTrainerBudget`` (stock nnU-Net with a budget) and ``SliceResTrainer`` both read the same variables
+(:mod:`nnunet_ext.training.budget`), so "same budget" holds by construction rather than by per-trainer
+settings. This side only validates the user's choice and turns it into those variables.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
+from nnunet_ext.training.budget import ENV_EPOCHS, ENV_ITERATIONS, ENV_TIME_LIMIT, ENV_VAL_ITERATIONS
 
 
 @dataclass(frozen=True)
@@ -25,8 +28,8 @@ class Budget:
 
     def env(self) -> dict[str, str]:
         """``NNUNET_EXT_*`` variables for the training processes."""
-        names = {"epochs": "NNUNET_EXT_EPOCHS", "iterations": "NNUNET_EXT_ITERATIONS",
-                 "val_iterations": "NNUNET_EXT_VAL_ITERATIONS", "minutes": "NNUNET_EXT_TIME_LIMIT_MIN"}
+        names = {"epochs": ENV_EPOCHS, "iterations": ENV_ITERATIONS, "val_iterations": ENV_VAL_ITERATIONS,
+                 "minutes": ENV_TIME_LIMIT}
         return {names[k]: str(v) for k, v in asdict(self).items() if v is not None}
 
     def describe(self) -> str:

@@ -29,6 +29,7 @@ from nnunet_ext.compare.manifest import StepCache
 from nnunet_ext.compare.methods import DEFAULT_PLANS, RESENC_PLANNER, RESENC_PLANS, Method, Variant
 from nnunet_ext.compare.process import probe_command, run_logged
 from nnunet_ext.discovery import environment_with_trainers
+from nnunet_ext.reporting.atomic import atomic_write_text
 
 log = logging.getLogger("nnunet_ext.compare")
 
@@ -70,6 +71,8 @@ class Settings:
     title: str = ""
     overlays: int = 1
     echo: bool = True
+    #: a ``splits_final.json`` to use (e.g. the patient-grouped one the converter wrote) instead of nnU-Net's
+    splits_file: Path | None = None
 
 
 @dataclass
@@ -185,8 +188,13 @@ class Comparison:
     def _stage_heldout(self) -> dict[int, list[str]]:
         """Held-out cases per fold, their images linked under ``heldout/fold_X`` and labels under ``heldout/labels``."""
         cases = dataset_cases(self.raw_folder)
-        splits = ensure_splits(self.preprocessed / self.dataset_name, list(cases))
         source = self.preprocessed / self.dataset_name / "splits_final.json"
+        given = self.s.splits_file
+        if given is not None and not source.exists():
+            if not Path(given).is_file():
+                raise FileNotFoundError(f"{given}: split file not found")
+            atomic_write_text(source, Path(given).read_text())
+        splits = ensure_splits(source.parent, list(cases))
         heldout = {fold: held_out(splits, fold, source) for fold in self.s.folds}
         every = sorted({c for fold in self.s.folds for c in heldout[fold]})
         stage_cases(cases, every, self.ending, self.out / "heldout" / "images_all", self.out / "heldout" / "labels")

@@ -33,6 +33,8 @@ class Bullets:
 
 @dataclass(frozen=True)
 class Table:
+    """Cells are plain text; a cell written ``**like this**`` is bold in both renderings."""
+
     headers: list[str]
     rows: list[list[str]]
     caption: str = ""
@@ -95,6 +97,12 @@ _STYLE = (
 )
 
 
+def _html_cell(text: str) -> str:
+    if len(text) > 4 and text.startswith("**") and text.endswith("**"):
+        return f"<strong>{html.escape(text[2:-2])}</strong>"
+    return html.escape(text)
+
+
 def to_html(doc: Document) -> str:
     """One HTML page; images are linked relative to the page, so keep the report folder together."""
     esc = html.escape
@@ -111,7 +119,8 @@ def to_html(doc: Document) -> str:
         elif isinstance(block, Table):
             caption = f"<caption>{esc(block.caption)}</caption>" if block.caption else ""
             head = "".join(f"<th>{esc(str(h))}</th>" for h in block.headers)
-            body = "".join("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>" for row in block.rows)
+            body = "".join("<tr>" + "".join(f"<td>{_html_cell(str(c))}</td>" for c in row) + "</tr>"
+                           for row in block.rows)
             out.append(f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         elif isinstance(block, Figure):
             caption = f"<figcaption>{esc(block.caption)}</figcaption>" if block.caption else ""

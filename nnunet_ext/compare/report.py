@@ -1,0 +1,186 @@
+"""The comparison's report: setup, accuracy per region with intervals, cost, box plots and overlays.
+
+Writes ``report.md``, ``report.html``, ``figures/*.png`` and ``results.json`` (every number of the report in
+machine-readable form) into the comparison folder.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from nnunet_ext.compare.heldout import dataset_cases
+from nnunet_ext.reporting.atomic import atomic_write_text
+from nnunet_ext.reporting.document import Bullets, Document, Figure, Heading, Paragraph, Table, write_report
+from nnunet_ext.reporting.figures import box_plot, overlay_figure
+from nnunet_ext.reporting.tables import (
+    accuracy_table,
+    format_bytes,
+    format_seconds,
+    metric_values,
+    read_per_case,
+    regions_of,
+)
+
+if TYPE_CHECKING:
+    from nnunet_ext.compare.pipeline import Comparison, VariantResult
+
+#: channel names shown in overlays, most informative first (FLAIR shows the whole tumour)
+DISPLAY_CHANNELS = (r"flair|t2f", r"t1c|t1ce|t1gd|t1-?post", r"t2")
+
+
+def display_channel(channel_names: Mapping[str, str]) -> int:
+    """Index of the channel to draw overlays on: FLAIR, else T1c, else T2, else the first."""
+    for pattern in DISPLAY_CHANNELS:
+        for index, name in sorted(channel_names.items(), key=lambda kv: int(kv[0])):
+            if re.search(pattern, name, flags=re.IGNORECASE):
+                return int(index)
+    return 0
+
+
+def label_names(dataset_json: Mapping[str, Any]) -> dict[int, str]:
+    """Label value -> name for the label maps nnU-Net writes (regions map through ``regions_class_order``)."""
+    labels = {k: v for k, v in dataset_json["labels"].items() if v not in (0, [0])}
+    if "regions_class_order" in dataset_json:
+        return {int(value): name for value, name in zip(dataset_json["regions_class_order"], labels)}
+    return {int(v): k for k, v in labels.items() if isinstance(v, int)}
+
+
+def _first_present(per_case: Mapping[str, Sequence[Mapping[str, object]]], candidates: Sequence[str]) -> str | None:
+    """The first metric of ``candidates`` that the per-case rows carry."""
+    for metric in candidates:
+        if any(metric in row for rows in per_case.values() for row in rows):
+            return metric
+    return None
+
+
+def pick_cases(per_case: Mapping[str, Sequence[Mapping[str, object]]], n: int) -> list[str]:
+    """``n`` cases spread over the score range (n=1: the median case) by mean Dice over regions and methods."""
+    metric = _first_present(per_case, ("lesionwise_dice", "legacy_dice"))
+    scores: dict[str, list[float]] = {}
+    for rows in per_case.values():
+        for row in rows:
+            value = row.get(metric)
+            if isinstance(value, float) and np.isfinite(value):
+                scores.setdefault(str(row["case"]), []).append(value)
+    ranked = sorted(scores, key=lambda c: (np.mean(scores[c]), c))
+    if not ranked or n <= 0:
+        return []
+    if n == 1:
+        return [ranked[(len(ranked) - 1) // 2]]
+    positions = np.linspace(0, len(ranked) - 1, min(n, len(ranked))).round().astype(int)
+    return [ranked[i] for i in dict.fromkeys(positions.tolist())]
+
+
+def _read(path: Any) -> tuple[np.ndarray, tuple[float, float, float]]:
+    image = sitk.ReadImage(str(path))
+    return sitk.GetArrayFromImage(image), tuple(float(s) for s in image.GetSpacing()[::-1])
+
+
+def _cost(result: VariantResult) -> dict[str, Any]:
+    trains, predicts = result.train, result.predict
+    peaks = [t.get("peak_gpu_allocated_bytes") for t in trains]
+    ipeaks = [p.get("peak_gpu_allocated_bytes") for p in predicts]
+    cases = sum(p["cases"] for p in predicts)
+    return {
+        "epochs": [t["epochs"] for t in trains],
+        "train_seconds_per_fold": float(np.mean([t["train_seconds"] for t in trains])),
+        "train_process_seconds_per_fold": float(np.mean([t["wall_seconds"] for t in trains])),
+        "peak_gpu_train_bytes": max(peaks) if all(p is not None for p in peaks) else None,
+        "inference_seconds_per_case": sum(p["wall_seconds"] for p in predicts) / max(1, cases),
+        "peak_gpu_inference_bytes": max(ipeaks) if all(p is not None for p in ipeaks) else None,
+    }
+
+
+def cost_table(costs: Mapping[str, Mapping[str, Any]]) -> Table:
+    rows = []
+    for name, c in costs.items():
+        epochs = sorted(set(c["epochs"]))
+        rows.append([name, "/".join(map(str, epochs)), format_seconds(c["train_seconds_per_fold"]),
+                     format_bytes(c["peak_gpu_train_bytes"]), format_seconds(c["inference_seconds_per_case"]),
+                     format_bytes(c["peak_gpu_inference_bytes"])])
+    return Table(["method", "epochs", "training time per fold", "peak GPU memory (training)",
+                  "inference per case", "peak GPU memory (inference)"], rows,
+                 "training time = sum of nnU-Net's epoch durations; inference = whole predict command / cases")
+
+
+def build_report(cmp: Comparison, results: list[VariantResult], heldout: Mapping[int, list[str]],
+                 interval: Callable[[np.ndarray], tuple[float, float]] | None = None) -> dict[str, Any]:
+    """Write the report of a finished comparison; returns the figures written (relative paths)."""
+    if interval is None:
+        from nnunet_ext.evaluation.statistics import bootstrap_interval as interval
+    per_case = {r.variant.name: read_per_case(r.evaluation / "per_case.csv") for r in results}
+    summaries = {r.variant.name: json.loads((r.evaluation / "summary.json").read_text()) for r in results}
+    costs = {r.variant.name: _cost(r) for r in results}
+    n_cases = sum(len(v) for v in heldout.values())
+    figures_dir = cmp.out / "figures"
+    figures: list[str] = []
+
+    doc = Document(cmp.s.title or f"Stock nnU-Net vs SliceRes on {cmp.dataset_name}")
+    doc.add(Heading("Setup"), Bullets([
+        f"dataset: {cmp.dataset_name} ({cmp.raw_folder}), {n_cases} held-out cases from fold(s) "
+        f"{', '.join(map(str, cmp.s.folds))} of nnU-Net's 5-fold split",
+        f"training budget (every method): {cmp.s.budget.describe()}",
+        f"device: {_device_name(cmp.s.device)}; host: {platform.node()}, {platform.processor() or platform.machine()}",
+        f"evaluation rules: {cmp.s.rules}",
+        f"written {datetime.now().isoformat(timespec='seconds')}",
+    ]))
+    doc.add(Heading("Methods"), Bullets([f"{r.variant.name}: {r.method.description}; inference: "
+                                         f"{r.variant.description}" for r in results]))
+    doc.add(Heading("Accuracy"), accuracy_table(per_case, interval))
+    doc.add(Heading("Cost"), cost_table(costs))
+
+    regions = list(dict.fromkeys(reg for rows in per_case.values() for reg in regions_of(rows)))
+    for candidates, label in ((("lesionwise_dice", "legacy_dice"), "Dice"),
+                              (("lesionwise_hd95", "legacy_hd95"), "HD95 (mm)")):
+        metric = _first_present(per_case, candidates)
+        if metric is None:
+            continue
+        data = {reg: {name: metric_values(rows, reg, metric) for name, rows in per_case.items()} for reg in regions}
+        title = f"{metric.replace('_', ' ')} per held-out case"
+        path = box_plot(data, label, figures_dir / f"box_{metric}.png", title=title)
+        figures.append(f"figures/{path.name}")
+        doc.add(Figure(figures[-1], title))
+
+    cases = dataset_cases(cmp.raw_folder)
+    channel = display_channel(cmp.dataset_json["channel_names"])
+    names = label_names(cmp.dataset_json)
+    chosen = pick_cases(per_case, cmp.s.overlays)
+    if chosen:
+        doc.add(Heading("Overlays"), Paragraph(
+            f"Channel '{cmp.dataset_json['channel_names'][str(channel)]}' with each segmentation's contours; "
+            "dashed white = reference outline. Slices through the largest reference area on each axis."))
+    for case in chosen:
+        image, spacing = _read(cases[case]["images"][channel])
+        segs = {"reference": _read(cmp.out / "heldout" / "labels" / f"{case}{cmp.ending}")[0]}
+        segs.update({r.variant.name: _read(r.predictions / f"{case}{cmp.ending}")[0] for r in results})
+        path = overlay_figure(image, segs, figures_dir / f"overlay_{case}.png", spacing, names, title=case)
+        figures.append(f"figures/{path.name}")
+        doc.add(Figure(figures[-1], f"case {case}"))
+
+    doc.add(Heading("Files"), Bullets([
+        "per-case scores: evaluation/<method>/per_case.csv; summaries: evaluation/<method>/summary.json",
+        "predictions: predictions/<method>/fold_X; trained models: nnUNet_results; logs: logs/",
+        "all numbers above: results.json; step cache: manifest.json (re-run the command to resume)",
+    ]))
+    write_report(doc, cmp.out)
+    atomic_write_text(cmp.out / "results.json", json.dumps(
+        {"dataset": cmp.dataset_name, "folds": cmp.s.folds, "budget": cmp.s.budget.as_dict(), "device": cmp.s.device,
+         "rules": cmp.s.rules, "held_out": {str(k): v for k, v in heldout.items()}, "cost": costs,
+         "summaries": summaries}, indent=2))
+    return {"figures": figures}
+
+
+def _device_name(device: str) -> str:
+    if device != "cuda":
+        return device
+    import torch
+
+    return f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cuda"

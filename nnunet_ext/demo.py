@@ -1,0 +1,139 @@
+"""``nnunet-ext demo``: the whole product on built-in synthetic data, in minutes, on a CPU.
+
+generate (challenge-named synthetic cases) -> ``nnunet-ext convert`` -> ``nnunet-ext plan`` ->
+``nnUNetv2_train ... -tr SliceResTrainer`` -> ``nnunet-ext predict`` with the 24-view ensemble on held-out
+cases -> ``nnunet-ext evaluate`` with the BraTS 2024 rules -> report with a Dice table and overlays.
+
+It is a :class:`~nnunet_ext.compare.pipeline.Comparison` with SliceRes as the only method, preceded by two
+cached steps (data, conversion) in the same manifest, so an interrupted demo resumes too. nnU-Net's folders
+live inside ``--out`` and reach the child processes through their environment; the user's own
+``nnUNet_raw/preprocessed/results`` are never read or written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from nnunet_ext.compare.budget import Budget
+from nnunet_ext.compare.manifest import StepCache
+from nnunet_ext.compare.methods import METHODS
+from nnunet_ext.compare.pipeline import EXT_ENTRY, Comparison, Settings
+from nnunet_ext.compare.process import probe_command, run_logged
+from nnunet_ext.discovery import environment_with_trainers
+from nnunet_ext.reporting.tables import read_per_case, regions_of
+
+log = logging.getLogger("nnunet_ext.compare")
+
+
+@dataclass(frozen=True)
+class Task:
+    dataset_id: int
+    name: str
+    converter: str
+    rules: str
+    description: str
+
+
+TASKS = {
+    "gli": Task(990, "DemoGLI", "brats-gli", "brats-gli-2024", "synthetic BraTS-GLI 2024 (post-treatment glioma)"),
+    "men-rt": Task(991, "DemoMENRT", "men-rt", "brats-men-rt-2024", "synthetic BraTS-MEN-RT 2024 (meningioma)"),
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Data size and training budget of a demo run (every field can be overridden on the command line)."""
+
+    cases: int
+    shape: tuple[int, int, int]
+    epochs: int
+    iterations: int
+    val_iterations: int
+    #: ``nnunet-ext plan --set`` values: a crop and batch sized for the small demo grids
+    plan_set: tuple[str, ...]
+
+
+PROFILES = {
+    "standard": Profile(cases=20, shape=(64, 64, 48), epochs=6, iterations=40, val_iterations=4,
+                        plan_set=("crop_size=[64,64]", "batch_size=16")),
+    "quick": Profile(cases=10, shape=(32, 32, 24), epochs=1, iterations=4, val_iterations=1,
+                     plan_set=("crop_size=[32,32]", "batch_size=4")),
+}
+
+
+def demo_environment(out: Path, device: str) -> dict[str, str]:
+    """This process's environment with nnU-Net's three folders inside ``out`` and our trainers discoverable."""
+    env = environment_with_trainers()
+    env.update({"nnUNet_raw": str(out / "nnUNet_raw"), "nnUNet_preprocessed": str(out / "nnUNet_preprocessed"),
+                "nnUNet_results": str(out / "nnUNet_results")})
+    if device == "cpu":
+        env.setdefault("nnUNet_compile", "f")  # torch.compile costs minutes on a CPU and gains nothing here
+    return env
+
+
+def run_demo(task_name: str, out: Path, profile: Profile, budget: Budget, device: str, num_processes: int = 2,
+             echo: bool = True, seed: int = 0) -> dict[str, object]:
+    """Run (or resume) the demo; returns the key numbers (wall time, Dice per region, paths)."""
+    from dataset_conversion.demo_data import write_demo_dataset
+
+    task = TASKS[task_name]
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    env = demo_environment(out, device)
+    source = out / "source"
+    raw_root = Path(env["nnUNet_raw"])
+    dataset = f"Dataset{task.dataset_id:03d}_{task.name}"
+    cache = StepCache(out / "manifest.json")
+
+    data = cache.run("data", {"task": task_name, "cases": profile.cases, "shape": list(profile.shape), "seed": seed},
+                     [source], lambda resume: {"cases": write_demo_dataset(
+                         source, task_name, profile.cases, profile.shape, seed, num_workers=num_processes)})
+    convert_args = ["convert", task.converter, str(source), "-d", str(task.dataset_id), "-n", task.name,
+                    "-j", str(num_processes), "--raw-root", str(raw_root)]
+    if task.converter == "brats-gli":
+        convert_args += ["--preprocessed-root", env["nnUNet_preprocessed"]]
+
+    def convert(resume: bool) -> dict[str, object]:
+        record = out / "records" / "convert.json"
+        run_logged(probe_command(record, EXT_ENTRY, convert_args), env, out / "logs" / "convert.log", echo=echo)
+        return json.loads(record.read_text())
+
+    cache.run("convert", {"args": convert_args, "data": data["token"]}, [raw_root / dataset / "dataset.json"], convert)
+
+    sliceres = METHODS["sliceres"]
+    method = dataclasses.replace(sliceres, variants=tuple(v for v in sliceres.variants if v.name == "sliceres_24view"))
+    preprocessed_splits = Path(env["nnUNet_preprocessed"]) / dataset / "splits_final.json"
+    settings = Settings(dataset=dataset, raw_root=raw_root, out=out, budget=budget, methods=[method], folds=[0],
+                        rules=task.rules, device=device, num_processes=num_processes,
+                        plan_args=[arg for value in profile.plan_set for arg in ("--set", value)],
+                        title=f"nnunet-ext demo: SliceRes on {task.description}", overlays=3, echo=echo,
+                        splits_file=preprocessed_splits if preprocessed_splits.is_file() else None)
+    comparison = Comparison(settings, base_env=env)
+    report = comparison.run()
+    rows = read_per_case(out / "evaluation" / method.variants[0].name / "per_case.csv")
+    metric = "lesionwise_dice" if rows and "lesionwise_dice" in rows[0] else "legacy_dice"
+    dice = {}
+    for region in regions_of(rows):
+        values = [float(r[metric]) for r in rows if r["region"] == region]
+        dice[region] = sum(values) / len(values)
+    return {"wall_seconds": time.perf_counter() - start, "dice_metric": metric, "dice": dice, "report": str(report),
+            "model": str(comparison.model_folder(method)), "predictions": str(out / "predictions"),
+            "evaluation": str(out / "evaluation"), "logs": str(out / "logs"), "out": str(out)}
+
+
+def print_summary(summary: dict[str, object], stream=sys.stdout) -> None:
+    """Tell the user what was reached and where everything is."""
+    dice = summary["dice"]
+    print("\n=== nnunet-ext demo finished in {:.1f} min ===".format(summary["wall_seconds"] / 60), file=stream)
+    print(f"{summary['dice_metric']} on the held-out cases (24-view SliceRes):", file=stream)
+    for region, value in dice.items():  # type: ignore[union-attr]
+        print(f"  {region:>5}: {value:.3f}", file=stream)
+    for key in ("report", "model", "predictions", "evaluation", "logs"):
+        print(f"{key:>12}: {summary[key]}", file=stream)

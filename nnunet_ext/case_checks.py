@@ -7,7 +7,7 @@ case is collected and reported at once, each naming the file and what is wrong.
 
 Geometry is compared from the image headers (SimpleITK ``ReadImageInformation``, no voxel data), with the
 same tolerance nnU-Net uses (``np.allclose`` defaults, see ``BaseReaderWriter._check_all_same``). Voxels are
-read only for the NaN/inf, empty-image and label-value checks.
+read only for the NaN/inf, empty-image and label-value checks (NIfTI through nibabel, see ``_read_voxels``).
 """
 
 from __future__ import annotations
@@ -89,14 +89,21 @@ def _geometry_problems(path: Path, header: _Header, ref_path: Path, ref: _Header
     return problems
 
 
-def _read_voxels(path: Path) -> tuple[sitk.Image, np.ndarray]:
-    """The image and a no-copy array view of it (the view is only valid while the image is alive)."""
-    image = sitk.ReadImage(str(path))
-    return image, sitk.GetArrayViewFromImage(image)
+def _read_voxels(path: Path) -> np.ndarray:
+    """The voxel array, as stored in the file.
+
+    NIfTI files are read with nibabel: ITK's NIfTI reader silently turns NaN voxels into 0, so SimpleITK
+    (and therefore nnU-Net's own NaN check) never sees them, while other tools reading the same file do.
+    """
+    if path.name.endswith((".nii", ".nii.gz")):
+        import nibabel
+
+        return np.asanyarray(nibabel.load(str(path)).dataobj)
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
 
 
 def _image_voxel_problems(path: Path) -> list[Problem]:
-    _image, array = _read_voxels(path)
+    array = _read_voxels(path)
     if np.issubdtype(array.dtype, np.floating):
         finite = np.isfinite(array)
         if not finite.all():
@@ -110,7 +117,7 @@ def _image_voxel_problems(path: Path) -> list[Problem]:
 
 
 def _label_voxel_problems(path: Path, allowed_labels: Sequence[int] | None) -> list[Problem]:
-    _image, array = _read_voxels(path)
+    array = _read_voxels(path)
     if np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all():
             return [Problem(str(path), "label map contains NaN/inf voxels")]
@@ -165,7 +172,7 @@ def check_case(images: Sequence[PathLike], label: PathLike | None = None,
                     problems.extend(_label_voxel_problems(path, allowed_labels))
                 else:
                     problems.extend(_image_voxel_problems(path))
-            except RuntimeError as error:
+            except (RuntimeError, OSError, ValueError) as error:
                 problems.append(Problem(str(path), f"voxel data cannot be read ({str(error).strip()[-200:]})"))
     return problems
 

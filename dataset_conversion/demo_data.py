@@ -188,7 +188,7 @@ def make_men_rt_case(seed: int, shape: tuple[int, int, int] = MEN_RT_SHAPE,
     intracranial = head_d < 1.0 - 2.2 * thickness
     value = np.zeros(shape_zyx, dtype=np.float32)
     value[scalp] = 0.75  # skin and subcutaneous fat
-    value[marrow] = 1.15  # diploe: fatty marrow is bright on T1
+    value[marrow] = 1.20  # diploe: fatty marrow is bright on T1, close to the enhancing tumour
     value[bone & ~intracranial] = 0.08  # inner table
     brain_texture = 0.62 + 0.10 * (smooth_field(rng, shape_zyx, 14) > 0)
     value[intracranial] = brain_texture[intracranial]

@@ -73,9 +73,13 @@ def run(args: argparse.Namespace) -> int:
             spec = brats_gli.dataset_spec(args.dataset_id, args.name, args.regions)
             result = convert(brats_gli.find_cases(args.src), spec, raw_root, symlink=args.symlink,
                              strict=args.strict, num_workers=args.num_workers)
-            splits = grouped_splits(result.training, brats_gli.patient_of)
-            path = write_splits(splits, preprocessed_root, spec.folder_name)
-            print(f"wrote {len(splits)}-fold patient-grouped splits to {path}")
+            patients = {brats_gli.patient_of(case_id) for case_id in result.training}
+            if len(patients) < 2:
+                print(f"warning: only {len(patients)} patient(s): no splits_final.json written", file=sys.stderr)
+            else:
+                splits = grouped_splits(result.training, brats_gli.patient_of)
+                path = write_splits(splits, preprocessed_root, spec.folder_name)
+                print(f"wrote {len(splits)}-fold patient-grouped splits to {path}")
         else:
             steps = men_rt.MenRtPreprocessing(args.resample_iso, args.register_to, args.affine, args.skull_strip)
             steps.check_available()

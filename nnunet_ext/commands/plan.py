@@ -1,0 +1,79 @@
+"""``nnunet-ext plan``: check the raw dataset, fingerprint, plan with SliceResPlanner, preprocess.
+
+Equivalent to ``nnUNetv2_plan_and_preprocess`` with the default planner and plans name ``nnUNetPlans``,
+plus the ``sliceres`` block in the 2d configuration, so that afterwards both
+``nnUNetv2_train D 2d 0 -tr SliceResTrainer`` and stock ``nnUNetv2_train D 2d|3d_fullres 0`` work.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "plan"
+HELP = "check, fingerprint, plan (nnU-Net plans + SliceRes settings) and preprocess a raw nnU-Net dataset"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-d", "--dataset", required=True, help="dataset id or name (DatasetXXX_Name) in nnUNet_raw")
+    parser.add_argument("-c", "--configurations", nargs="+", default=["2d", "3d_fullres"],
+                        help="configurations to preprocess (default: 2d 3d_fullres; SliceRes trains on 2d)")
+    parser.add_argument("--preset", help="SliceRes preset: a name from plans/ (brats_gli, men_rt) or a JSON file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a SliceRes setting, dotted key and JSON value, e.g. "
+                             "--set loss.focal_gamma=1.5 --set axes=[0] (repeatable; applied after --preset)")
+    parser.add_argument("-np", "--num-processes", type=int, default=4, help="worker processes (default 4)")
+    parser.add_argument("--no-preprocess", action="store_true", help="only check, fingerprint and plan")
+    parser.add_argument("--no-check", action="store_true",
+                        help="skip the per-case raw data checks (geometry, NaN/inf, label values)")
+    parser.add_argument("--clean", action="store_true", help="recompute an existing dataset fingerprint")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+        extract_fingerprint_dataset,
+        preprocess_dataset,
+    )
+    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
+    from nnunetv2.utilities.dataset_name_id_conversion import (
+        convert_dataset_name_to_id,
+        maybe_convert_to_dataset_name,
+    )
+
+    from nnunet_ext import case_checks
+    from nnunet_ext.planning import settings
+    from nnunet_ext.planning.planner import SliceResPlanner
+
+    if nnUNet_raw is None or nnUNet_preprocessed is None:
+        raise SystemExit("nnUNet_raw and nnUNet_preprocessed must be set (see nnU-Net's set_environment_variables)")
+    dataset_name = maybe_convert_to_dataset_name(args.dataset)
+    dataset_id = convert_dataset_name_to_id(dataset_name)
+    overrides = settings.load_preset(args.preset) if args.preset else {}
+    overrides = settings.deep_merge(overrides, settings.parse_set(args.overrides))
+    settings.check_known_keys(overrides)
+
+    raw_folder = Path(nnUNet_raw) / dataset_name
+    cases, _, _ = case_checks.raw_dataset_cases(raw_folder)
+    if not cases:
+        raise SystemExit(f"{raw_folder}: the dataset has no training cases (imagesTr/labelsTr are empty)")
+    if not args.no_check:
+        case_checks.raise_if_problems(case_checks.check_raw_dataset(raw_folder, num_workers=args.num_processes),
+                                      len(cases))
+
+    extract_fingerprint_dataset(dataset_id, num_processes=args.num_processes, check_dataset_integrity=False,
+                                clean=args.clean)
+    planner = SliceResPlanner(dataset_id, overrides=overrides)
+    plans = planner.plan_experiment()
+    block = plans["configurations"][settings.SLICERES_CONFIGURATION][settings.SLICERES_KEY]
+    print(f"SliceRes settings (plans['configurations']['2d']['sliceres'] in "
+          f"{Path(nnUNet_preprocessed) / dataset_name / 'nnUNetPlans.json'}):\n{json.dumps(block, indent=2)}")
+
+    if not args.no_preprocess:
+        missing = [c for c in args.configurations if c not in plans["configurations"]]
+        if missing:
+            print(f"INFO: configurations {missing} are not planned for {dataset_name} and are skipped")
+        wanted = [c for c in args.configurations if c in plans["configurations"]]
+        preprocess_dataset(dataset_id, planner.plans_identifier, wanted, [args.num_processes] * len(wanted))
+    return 0

@@ -1,0 +1,212 @@
+"""The ``sliceres`` block of the plans: every SliceRes setting, visible and editable in ``nnUNetPlans.json``.
+
+The block lives at ``plans["configurations"]["2d"]["sliceres"]``. Stock nnU-Net ignores unknown keys, so
+the same plans keep serving ``nnUNetv2_train D 2d 0`` and ``... 3d_fullres 0``. ``SliceResTrainer`` reads the
+block and materialises it into its own copy of the plans (see :mod:`nnunet_ext.training.materialise`).
+
+Keys left ``None`` here are derived from the dataset at planning time (:func:`resolve`):
+
+- ``neighbours``: 3 per side for one modality, 2 for several (the published 7- and 20-channel inputs);
+- ``axes``: axes of the preprocessed (transposed) array to slice along. Axis 0 (nnU-Net's 2d plane) always;
+  axis 1 or 2 only if the two in-plane spacings of its slices differ by at most nnU-Net's anisotropy
+  threshold (3x), so thick-slice scans are not sliced into smeared planes. Resample to isotropic spacing at
+  conversion if all three axes are wanted on such data;
+- ``inference_window_depth``: slices per 3D window of nnU-Net's sliding-window prediction, 32 capped at the
+  smallest training volume along axis 0 (deeper windows would be zero-padded) but never below 2k+1.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+SLICERES_KEY = "sliceres"
+SLICERES_CONFIGURATION = "2d"
+NETWORK_CLASS = "nnunet_ext.network.sliceres_net.SliceResNet"
+PRESET_FOLDER = Path(__file__).resolve().parents[2] / "plans"
+EPOCH_MODES = ("all_slices", "iterations")
+ANISOTROPY_THRESHOLD = 3.0  # nnunetv2.configuration.ANISO_THRESHOLD, repeated to keep this module import-light
+DEFAULT_WINDOW_DEPTH = 32
+
+DEFAULTS: dict[str, Any] = {
+    "neighbours": None,
+    "crop_size": [96, 96],
+    "batch_size": 32,
+    "axes": None,
+    "inference_window_depth": None,
+    "foreground_fraction": 0.5,
+    "augmentation_probability": 0.75,
+    "num_epochs": 100,
+    "epoch": {"mode": "all_slices", "iterations_per_epoch": 250, "val_iterations_per_epoch": 50},
+    "network": {
+        "class_name": NETWORK_CLASS,
+        "kwargs": {"widths": [32, 64, 128, 256], "blocks_down": [1, 2, 2, 4], "blocks_up": [1, 1, 1],
+                   "slices_per_forward": 64},
+    },
+    "loss": {"focal_gamma": 2.0, "focal_alpha": "inverse_frequency", "dice_eps": 1e-5,
+             "focal_weight": 1.0, "dice_weight": 1.0},
+    "optimizer": {"name": "Adam", "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0},
+    "schedule": {"name": "one_cycle", "initial_lr": 4e-5, "max_lr": 1e-3, "final_lr": 1e-8,
+                 "warmup_fraction": 0.1},
+    "seed": None,
+}
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``override``, recursing into nested dicts (override wins)."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def parse_set(items: Iterable[str]) -> dict[str, Any]:
+    """``["loss.focal_gamma=1.5", "axes=[0]"]`` -> nested overrides. Values are JSON, else plain strings."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE with a dotted key, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = overrides
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {item!r}: {part!r} is set to a value and used as a group at once")
+        node[parts[-1]] = value
+    return overrides
+
+
+def load_preset(name_or_path: str) -> dict[str, Any]:
+    """A preset from ``plans/<name>.json`` (shipped) or any JSON file path: a partial ``sliceres`` block."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = PRESET_FOLDER / f"{name_or_path}.json"
+    if not path.is_file():
+        available = sorted(p.stem for p in PRESET_FOLDER.glob("*.json"))
+        raise FileNotFoundError(f"preset {name_or_path!r} is neither a file nor one of {available}")
+    preset = json.loads(path.read_text())
+    if not isinstance(preset, dict):
+        raise ValueError(f"preset {path} must hold a JSON object (a partial sliceres block)")
+    preset.pop("description", None)
+    return preset
+
+
+def check_known_keys(settings: Mapping[str, Any], reference: Mapping[str, Any] = DEFAULTS, prefix: str = "") -> None:
+    """Reject misspelled keys early (a typo in ``--set`` would otherwise be silently ignored)."""
+    for key, value in settings.items():
+        name = f"{prefix}{key}"
+        if key not in reference:
+            raise ValueError(f"unknown SliceRes setting {name!r}; known: {sorted(reference)}")
+        if isinstance(reference[key], Mapping) and isinstance(value, Mapping) and key != "network":
+            check_known_keys(value, reference[key], f"{name}.")
+
+
+def auto_axes(spacing: list[float], threshold: float = ANISOTROPY_THRESHOLD) -> list[int]:
+    """Axes whose slices are near-isotropic in-plane (spacing ratio <= threshold); axis 0 always."""
+    axes = [0]
+    for axis in (1, 2):
+        plane = [s for i, s in enumerate(spacing) if i != axis]
+        if max(plane) / min(plane) <= threshold:
+            axes.append(axis)
+    return axes
+
+
+def resolve(settings: Mapping[str, Any], num_modalities: int, spacing: list[float],
+            min_depth: int) -> dict[str, Any]:
+    """Fill the derived keys (``None``) from the dataset and validate the result.
+
+    ``spacing`` is the 3D spacing of the preprocessed data after nnU-Net's transpose; ``min_depth`` the
+    smallest training volume along axis 0 after preprocessing.
+    """
+    resolved = copy.deepcopy(dict(settings))
+    if resolved.get("neighbours") is None:
+        resolved["neighbours"] = 3 if num_modalities == 1 else 2
+    if resolved.get("axes") is None:
+        resolved["axes"] = auto_axes(spacing)
+    if resolved.get("inference_window_depth") is None:
+        resolved["inference_window_depth"] = max(2 * resolved["neighbours"] + 1,
+                                                 min(DEFAULT_WINDOW_DEPTH, int(min_depth)))
+    validate(resolved)
+    return resolved
+
+
+def validate(settings: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming the offending key when a resolved block cannot train."""
+    check_known_keys(settings)
+
+    def fail(key: str, why: str) -> None:
+        raise ValueError(f"sliceres.{key} = {_get(settings, key)!r}: {why}")
+
+    k = settings["neighbours"]
+    if not isinstance(k, int) or k < 0:
+        fail("neighbours", "must be an integer >= 0")
+    crop = settings["crop_size"]
+    if not (isinstance(crop, list) and len(crop) == 2 and all(isinstance(c, int) and c > 0 and c % 8 == 0
+                                                              for c in crop)):
+        fail("crop_size", "must be two positive integers divisible by 8 (the network downsamples 3 times)")
+    if crop[0] != crop[1]:
+        fail("crop_size", "must be square: the 90-degree rotations of the augmentation need a square crop")
+    if not isinstance(settings["batch_size"], int) or settings["batch_size"] < 1:
+        fail("batch_size", "must be a positive integer")
+    axes = settings["axes"]
+    if not (isinstance(axes, list) and axes and len(set(axes)) == len(axes) and set(axes) <= {0, 1, 2}):
+        fail("axes", "must be a non-empty list of distinct axes from 0, 1, 2")
+    depth = settings["inference_window_depth"]
+    if not isinstance(depth, int) or depth < 2 * k + 1:
+        fail("inference_window_depth", f"must be an integer >= 2 * neighbours + 1 = {2 * k + 1}")
+    if not 0.0 <= float(settings["foreground_fraction"]) <= 1.0:
+        fail("foreground_fraction", "must lie in [0, 1]")
+    if not 0.0 <= float(settings["augmentation_probability"]) <= 1.0:
+        fail("augmentation_probability", "must lie in [0, 1]")
+    if not isinstance(settings["num_epochs"], int) or settings["num_epochs"] < 1:
+        fail("num_epochs", "must be a positive integer")
+    if settings["epoch"]["mode"] not in EPOCH_MODES:
+        fail("epoch.mode", f"must be one of {EPOCH_MODES}")
+    for key in ("iterations_per_epoch", "val_iterations_per_epoch"):
+        value = settings["epoch"][key]
+        if not isinstance(value, int) or value < 1:
+            fail(f"epoch.{key}", "must be a positive integer")
+    if settings["loss"]["focal_alpha"] not in ("inverse_frequency", None):
+        fail("loss.focal_alpha", "must be 'inverse_frequency' or null (no class weighting)")
+    if settings["optimizer"]["name"] != "Adam":
+        fail("optimizer.name", "only 'Adam' (the published optimiser) is implemented")
+    if settings["schedule"]["name"] != "one_cycle":
+        fail("schedule.name", "only 'one_cycle' (the published schedule) is implemented")
+    if not 0.0 <= float(settings["schedule"]["warmup_fraction"]) < 1.0:
+        fail("schedule.warmup_fraction", "must lie in [0, 1)")
+    if settings["seed"] is not None and not isinstance(settings["seed"], int):
+        fail("seed", "must be an integer or null")
+
+
+def _get(settings: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = settings
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
+
+
+def build(overrides: Mapping[str, Any], num_modalities: int, spacing: list[float], min_depth: int) -> dict[str, Any]:
+    """Defaults, then preset/``--set`` overrides, then derived keys: the block the planner writes."""
+    check_known_keys(overrides)
+    return resolve(deep_merge(DEFAULTS, overrides), num_modalities, spacing, min_depth)
+
+
+def from_configuration(configuration: Mapping[str, Any], where: str = "plans") -> dict[str, Any]:
+    """The validated block of a plans configuration, with a hint when it is missing."""
+    if SLICERES_KEY not in configuration:
+        raise KeyError(f"{where} has no '{SLICERES_KEY}' block in this configuration: plan the dataset with "
+                       f"`nnunet-ext plan -d DATASET` and train configuration '{SLICERES_CONFIGURATION}'")
+    settings = deep_merge(DEFAULTS, configuration[SLICERES_KEY])
+    validate(settings)
+    return settings

@@ -1,0 +1,145 @@
+"""Balanced 2.5D slice loader for nnU-Net's augmentation workers.
+
+A training example is one slice of a preprocessed volume along one of the configured axes, with its
+neighbours stacked as channels (:func:`nnunet_ext.slicing.stack_slice`, edges repeated) and the centre
+slice's label. Volumes are read through nnU-Net's dataset class (blosc2/numpy memmaps); nothing is copied.
+
+Sampling, reproducible and resume-friendly:
+
+- Epoch ``e`` is a plan of ``iterations_per_epoch * batch_size`` examples: ``round(fraction * n)`` slices
+  with foreground and the rest without, shuffled. Foreground (and empty) slices are drawn without
+  replacement as long as the pool lasts, so an "all slices" epoch (``2 x foreground slices``) shows every
+  foreground slice once. The plan depends only on ``(seed, stream, e)``.
+- Batch ``b`` of the endless stream is rows ``b % iterations`` of the plan of epoch ``b // iterations``, and
+  everything random inside it (crop positions, D4 transforms) is seeded from ``(seed, stream, b)``. Worker
+  ``w`` of ``N`` makes batches ``w, w + N, ...``, so the stream's content does not depend on the number of
+  workers; with a deterministic augmenter the order does not either.
+- The crop is a random ``crop_size`` window (zero-padded where the slice is smaller). For a foreground
+  slice the window is drawn among those containing a random foreground pixel, so the label survives the
+  crop and the 50 % balance holds for what the network actually sees.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from acvl_utils.cropping_and_padding.bounding_boxes import crop_and_pad_nd
+from batchgenerators.dataloading.data_loader import SlimDataLoaderBase
+from threadpoolctl import threadpool_limits
+
+from nnunet_ext.sampling.slice_index import SliceIndex
+from nnunet_ext.slicing import stack_slice
+
+EPOCH_STREAM, BATCH_STREAM = 0, 1
+
+
+def _draw(rng: np.random.Generator, pool_size: int, count: int) -> np.ndarray:
+    """``count`` indices into a pool: whole permutations first, then a random remainder (no repeats
+    while the pool lasts)."""
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
+    if pool_size == 0:
+        raise ValueError("cannot draw slices from an empty pool")
+    full, rest = divmod(count, pool_size)
+    parts = [rng.permutation(pool_size) for _ in range(full)] + [rng.choice(pool_size, rest, replace=False)]
+    return np.concatenate(parts)
+
+
+def crop_window(rng: np.random.Generator, size: int, crop: int, must_contain: int | None) -> int:
+    """Lower corner of a ``crop``-long window on an axis of ``size`` (may start < 0 or end > size when
+    the axis is shorter than the crop: padding), containing ``must_contain`` when given."""
+    lo, hi = min(0, size - crop), max(0, size - crop)
+    if must_contain is not None:
+        lo, hi = max(lo, must_contain - crop + 1), min(hi, must_contain)
+    return int(rng.integers(lo, hi + 1))
+
+
+class BalancedSliceLoader(SlimDataLoaderBase):
+    """Endless stream of balanced 2.5D batches ``{'data', 'target', 'keys'}`` (see module docstring)."""
+
+    def __init__(self, dataset, index: SliceIndex, batch_size: int, neighbours: int, crop_size: tuple[int, int],
+                 foreground_fraction: float, iterations_per_epoch: int, transforms, seed: int, stream: int = 0,
+                 num_workers: int = 1, start_epoch: int = 0, ignore_label: int | None = None):
+        super().__init__(dataset, batch_size, max(1, num_workers))
+        self.index = index
+        self.neighbours = int(neighbours)
+        self.crop_size = tuple(int(c) for c in crop_size)
+        self.foreground_fraction = float(foreground_fraction)
+        self.iterations_per_epoch = int(iterations_per_epoch)
+        self.transforms = transforms
+        self.seed = int(seed)
+        self.stream = int(stream)
+        self.first_batch = int(start_epoch) * self.iterations_per_epoch
+        self.ignore_label = ignore_label
+        self._made = 0
+        self._plan_epoch: int | None = None
+        self._plan: np.ndarray | None = None
+
+    @property
+    def examples_per_epoch(self) -> int:
+        return self.iterations_per_epoch * self.batch_size
+
+    def epoch_plan(self, epoch: int) -> np.ndarray:
+        """Rows ``(case, axis, index, is_foreground)`` of epoch ``epoch``, shuffled."""
+        rng = np.random.default_rng([self.seed, self.stream, EPOCH_STREAM, epoch])
+        n = self.examples_per_epoch
+        n_fg = int(round(n * self.foreground_fraction))
+        if len(self.index.foreground) == 0:
+            n_fg = 0
+        elif len(self.index.empty) == 0:
+            n_fg = n
+        fg = self.index.foreground[_draw(rng, len(self.index.foreground), n_fg)]
+        empty = self.index.empty[_draw(rng, len(self.index.empty), n - n_fg)]
+        rows = np.concatenate([np.column_stack([fg, np.ones(len(fg), np.int32)]),
+                               np.column_stack([empty, np.zeros(len(empty), np.int32)])])
+        return rows[rng.permutation(n)]
+
+    def batch_rows(self, b: int) -> np.ndarray:
+        epoch, j = divmod(b, self.iterations_per_epoch)
+        if self._plan_epoch != epoch:
+            self._plan, self._plan_epoch = self.epoch_plan(epoch), epoch
+        return self._plan[j * self.batch_size:(j + 1) * self.batch_size]
+
+    def example(self, rng: np.random.Generator, row: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """Stacked, cropped (not yet augmented) image and label of one slice, plus a readable key."""
+        case, axis, idx, is_fg = (int(v) for v in row)
+        identifier = self.index.identifiers[case]
+        data, seg, _, _ = self._data.load_case(identifier)
+        image = stack_slice(data, axis, idx, self.neighbours)
+        label = stack_slice(seg, axis, idx, 0)
+        anchor = None
+        if is_fg:
+            fg = label[0] > 0
+            if self.ignore_label is not None:
+                fg &= label[0] != self.ignore_label
+            pixels = np.argwhere(fg)
+            anchor = pixels[rng.integers(len(pixels))]
+        bbox = []
+        for d, crop in enumerate(self.crop_size):
+            lb = crop_window(rng, label.shape[d + 1], crop, None if anchor is None else int(anchor[d]))
+            bbox.append([lb, lb + crop])
+        image = torch.from_numpy(crop_and_pad_nd(image, bbox, 0).astype(np.float32, copy=False))
+        label = torch.from_numpy(crop_and_pad_nd(label, bbox, -1).astype(np.int16, copy=False))
+        return image, label, f"{identifier}/axis{axis}/{idx}"
+
+    def make_batch(self, b: int) -> dict:
+        """Batch ``b`` of the stream: a pure function of ``(seed, stream, b)``."""
+        rows = self.batch_rows(b)
+        rng = np.random.default_rng([self.seed, self.stream, BATCH_STREAM, b])
+        images, labels, keys = [], [], []
+        with torch.random.fork_rng(devices=[]), threadpool_limits(limits=1, user_api=None), torch.no_grad():
+            torch.manual_seed(int(rng.integers(2 ** 62)))
+            for row in rows:
+                image, label, key = self.example(rng, row)
+                if self.transforms is not None:
+                    out = self.transforms(image=image, segmentation=label)
+                    image, label = out["image"], out["segmentation"]
+                images.append(image)
+                labels.append(label)
+                keys.append(key)
+        return {"data": torch.stack(images), "target": torch.stack(labels), "keys": keys}
+
+    def generate_train_batch(self) -> dict:
+        b = self.first_batch + self.thread_id + self._made * self.number_of_threads_in_multithreaded
+        self._made += 1
+        return self.make_batch(b)

@@ -1,0 +1,152 @@
+"""SliceResTrainer: nnU-Net's trainer running the SliceRes method on the 2d configuration.
+
+    nnUNetv2_train DATASET 2d FOLD -tr SliceResTrainer [-device cpu] [--c] [--val] [-num_gpus N]
+
+Everything else is nnU-Net's: checkpoints, ``--c`` resume, ``--val``, logs, progress plot, the DDP batch
+split, and the end-of-training validation, which predicts through nnU-Net's sliding window with the
+3D patch of whole slices set in :mod:`nnunet_ext.training.materialise` (real 2.5D input for every slice).
+What changes: the network and batch size (from the plans' ``sliceres`` block), the balanced 2.5D slice
+loader with D4 augmentation, focal + soft Dice loss, Adam with a per-iteration one-cycle schedule, no
+deep supervision, in-plane test-time mirroring only, and the budget variables of
+:mod:`nnunet_ext.training.budget`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAugmenter
+from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+
+from nnunet_ext.loss.focal_dice import FocalDiceLoss
+from nnunet_ext.planning.settings import SLICERES_KEY
+from nnunet_ext.sampling.loader import BalancedSliceLoader
+from nnunet_ext.sampling.slice_index import SliceIndex, build_slice_index
+from nnunet_ext.sampling.transforms import training_transforms
+from nnunet_ext.training.budget import BudgetMixin
+from nnunet_ext.training.materialise import sliceres_plans
+from nnunet_ext.training.one_cycle import OneCycleSchedule
+
+TRAIN_STREAM, VAL_STREAM = 0, 1
+
+
+class SliceResTrainer(BudgetMixin, nnUNetTrainer):
+    """The SliceRes method inside nnU-Net (see module docstring)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(sliceres_plans(plans, configuration), configuration, fold, dataset_json, device)
+        if self.is_cascaded:
+            raise ValueError("SliceResTrainer does not support cascaded configurations")
+        self.sliceres = self.configuration_manager.configuration[SLICERES_KEY]
+        s = self.sliceres
+        self.enable_deep_supervision = False
+        self.num_epochs = s["num_epochs"]
+        self.num_iterations_per_epoch = s["epoch"]["iterations_per_epoch"]  # all_slices: set in get_dataloaders
+        self.num_val_iterations_per_epoch = s["epoch"]["val_iterations_per_epoch"]
+        self.initial_lr = s["schedule"]["max_lr"]
+        self.weight_decay = s["optimizer"]["weight_decay"]
+        self.oversample_foreground_percent = s["foreground_fraction"]  # for nnU-Net's logs; the loader balances
+        self.inference_allowed_mirroring_axes = (1, 2)  # in-plane flips of the (depth, H, W) window
+        self.apply_budget()
+        if s["seed"] is not None:
+            torch.manual_seed(s["seed"])  # network initialisation
+        self._iteration = 0
+
+    def set_deep_supervision_enabled(self, enabled: bool) -> None:
+        """SliceResNet has no deep supervision; nnU-Net toggles it around validation."""
+
+    def _build_loss(self) -> FocalDiceLoss:
+        loss = self.sliceres["loss"]
+        return FocalDiceLoss(use_sigmoid=self.label_manager.has_regions, gamma=loss["focal_gamma"],
+                             dice_eps=loss["dice_eps"],
+                             inverse_frequency_alpha=loss["focal_alpha"] == "inverse_frequency",
+                             focal_weight=loss["focal_weight"], dice_weight=loss["dice_weight"],
+                             ignore_label=self.label_manager.ignore_label)
+
+    def configure_optimizers(self) -> tuple[torch.optim.Optimizer, OneCycleSchedule]:
+        opt, sched = self.sliceres["optimizer"], self.sliceres["schedule"]
+        optimizer = torch.optim.Adam(self.network.parameters(), lr=sched["initial_lr"], betas=tuple(opt["betas"]),
+                                     eps=opt["eps"], weight_decay=opt["weight_decay"])
+        schedule = OneCycleSchedule(optimizer, self.num_epochs, self.num_iterations_per_epoch, sched["initial_lr"],
+                                    sched["max_lr"], sched["final_lr"], sched["warmup_fraction"])
+        return optimizer, schedule
+
+    def on_planned_epochs_changed(self) -> None:
+        self.lr_scheduler.num_epochs = self.num_epochs
+
+    def on_train_epoch_start(self) -> None:
+        self._iteration = 0
+        super().on_train_epoch_start()
+
+    def train_step(self, batch: dict) -> dict:
+        self.lr_scheduler.step_iteration(self.current_epoch, self._iteration)
+        self._iteration += 1
+        return super().train_step(batch)
+
+    def slice_index(self, dataset) -> SliceIndex:
+        cache = Path(self.preprocessed_dataset_folder_base) / \
+            f"{self.configuration_manager.data_identifier}_sliceres_slices.pkl"
+        return build_slice_index(dataset, self.sliceres["axes"], self.label_manager.ignore_label, cache)
+
+    def _all_slices_iterations(self, index: SliceIndex) -> int:
+        """Iterations of one "all slices" epoch: every foreground slice once, balanced with empty ones."""
+        if len(index.foreground) == 0:
+            raise ValueError(f"no training slice of fold {self.fold} contains foreground; an 'all_slices' epoch "
+                             f"is undefined (set sliceres.epoch.mode to 'iterations' or check the labels)")
+        fraction = max(self.sliceres["foreground_fraction"], 1e-6)
+        return math.ceil(len(index.foreground) / fraction / self.configuration_manager.batch_size)
+
+    def get_dataloaders(self):
+        if self.dataset_class is None:
+            self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
+        s = self.sliceres
+        dataset_tr, dataset_val = self.get_tr_and_val_datasets()
+        index_tr, index_val = self.slice_index(dataset_tr), self.slice_index(dataset_val)
+        if s["epoch"]["mode"] == "all_slices" and self.budget.iterations is None:
+            self.num_iterations_per_epoch = self._all_slices_iterations(index_tr)
+        self.lr_scheduler.iterations_per_epoch = self.num_iterations_per_epoch
+        self.lr_scheduler.num_epochs = self.num_epochs
+        self.print_to_log_file(
+            f"SliceRes sampling: {len(index_tr.foreground)} foreground / {len(index_tr.empty)} empty training "
+            f"slices along axes {s['axes']}, {2 * s['neighbours'] + 1} slices per modality, crop {s['crop_size']}, "
+            f"epoch mode {s['epoch']['mode']}: {self.num_iterations_per_epoch} iterations x {self.batch_size}")
+
+        regions = self.label_manager.foreground_regions if self.label_manager.has_regions else None
+        label_transforms = self.get_validation_transforms(None, is_cascaded=False,
+                                                          foreground_labels=self.label_manager.foreground_labels,
+                                                          regions=regions, ignore_label=self.label_manager.ignore_label)
+        seed = s["seed"] if s["seed"] is not None else int(np.random.SeedSequence().entropy)
+        n_proc = get_allowed_n_proc_DA()
+        n_train, n_val = max(1, n_proc), max(1, n_proc // 2)
+        common = dict(batch_size=self.batch_size, neighbours=s["neighbours"], crop_size=s["crop_size"],
+                      foreground_fraction=s["foreground_fraction"], seed=seed,
+                      ignore_label=self.label_manager.ignore_label, start_epoch=self.current_epoch)
+        dl_tr = BalancedSliceLoader(dataset_tr, index_tr, iterations_per_epoch=self.num_iterations_per_epoch,
+                                    transforms=training_transforms(label_transforms, s["augmentation_probability"]),
+                                    stream=2 * self.local_rank + TRAIN_STREAM, num_workers=n_train, **common)
+        dl_val = BalancedSliceLoader(dataset_val, index_val, iterations_per_epoch=self.num_val_iterations_per_epoch,
+                                     transforms=label_transforms, stream=2 * self.local_rank + VAL_STREAM,
+                                     num_workers=n_val, **common)
+        if n_proc == 0:
+            mt_train, mt_val = SingleThreadedAugmenter(dl_tr, None), SingleThreadedAugmenter(dl_val, None)
+        else:
+            pin = self.device.type == "cuda"
+            if s["seed"] is not None:  # deterministic batch order: round-robin over workers
+                mt_train = MultiThreadedAugmenter(dl_tr, None, n_train, 2, None, pin_memory=pin)
+                mt_val = MultiThreadedAugmenter(dl_val, None, n_val, 2, None, pin_memory=pin)
+            else:
+                mt_train = NonDetMultiThreadedAugmenter(dl_tr, None, n_train, max(6, n_train // 2), None,
+                                                        pin_memory=pin, wait_time=0.002)
+                mt_val = NonDetMultiThreadedAugmenter(dl_val, None, n_val, max(3, n_val // 4), None,
+                                                      pin_memory=pin, wait_time=0.002)
+        _ = next(mt_train)
+        _ = next(mt_val)
+        return mt_train, mt_val

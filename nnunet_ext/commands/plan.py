@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import sys
     from pathlib import Path
 
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
@@ -59,8 +60,11 @@ def run(args: argparse.Namespace) -> int:
     if not cases:
         raise SystemExit(f"{raw_folder}: the dataset has no training cases (imagesTr/labelsTr are empty)")
     if not args.no_check:
-        case_checks.raise_if_problems(case_checks.check_raw_dataset(raw_folder, num_workers=args.num_processes),
-                                      len(cases))
+        problems = case_checks.check_raw_dataset(raw_folder, num_workers=args.num_processes)
+        if problems:
+            print(f"{raw_folder}: fix these problems before planning:\n"
+                  f"{case_checks.format_summary(problems, len(cases))}", file=sys.stderr)
+            return 1
 
     extract_fingerprint_dataset(dataset_id, num_processes=args.num_processes, check_dataset_integrity=False,
                                 clean=args.clean)

@@ -47,6 +47,11 @@ class FocalDiceLoss(nn.Module):
         self.dice_weight = float(dice_weight)
         self.ignore_label = ignore_label
 
+    def extra_repr(self) -> str:
+        return (f"use_sigmoid={self.use_sigmoid}, gamma={self.gamma}, dice_eps={self.dice_eps}, "
+                f"inverse_frequency_alpha={self.inverse_frequency_alpha}, focal_weight={self.focal_weight}, "
+                f"dice_weight={self.dice_weight}, ignore_label={self.ignore_label}")
+
     def probabilities_and_targets(self, logits: torch.Tensor, target: torch.Tensor
                                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(p, y, valid): structure channels only, float targets, a (B, 1, H, W) mask of counted pixels."""

@@ -1,0 +1,173 @@
+"""2.5D balanced slice sampling on real nnU-Net (blosc2) datasets whose voxels encode their coordinates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+
+from nnunet_ext import dihedral
+from nnunet_ext.sampling.loader import BalancedSliceLoader, crop_window
+from nnunet_ext.sampling.slice_index import build_slice_index
+from nnunet_ext.sampling.transforms import DihedralTransform, training_transforms
+from nnunet_ext.slicing import neighbour_indices
+
+SHAPE = (6, 7, 8)  # X, Y, Z
+N_MOD = 2
+
+
+def encode(c, x, y, z):
+    return 1 + c * 1_000_000 + x * 10_000 + y * 100 + z
+
+
+def decode(v: np.ndarray) -> tuple[np.ndarray, ...]:
+    v = v.astype(np.int64) - 1
+    return v // 1_000_000, v // 10_000 % 100, v // 100 % 100, v % 100
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """Two cases in nnU-Net's blosc2 format; foreground where x in 2..3 and y in 2..4 (case 0) / z == 5 (case 1)."""
+    c, x, y, z = np.meshgrid(*[np.arange(s) for s in (N_MOD, *SHAPE)], indexing="ij")
+    data = encode(c, x, y, z).astype(np.float32)
+    segs = [np.zeros((1, *SHAPE), np.int16), np.zeros((1, *SHAPE), np.int16)]
+    segs[0][0, 2:4, 2:5, :] = 1
+    segs[1][0, :, :, 5] = 2
+    segs[1][0, 0, 0, 0] = -1  # nnU-Net's "outside the nonzero mask" marker is not foreground
+    for i, seg in enumerate(segs):
+        nnUNetDatasetBlosc2.save_case(data, seg, {"case": i}, str(tmp_path / f"case_{i}"),
+                                      chunks=(1, *SHAPE), blocks=(1, *SHAPE))
+    return nnUNetDatasetBlosc2(str(tmp_path))
+
+
+def make_loader(dataset, tmp_path, axes=(0, 1, 2), **kwargs):
+    index = build_slice_index(dataset, list(axes), None, tmp_path / "index.pkl")
+    args = dict(batch_size=8, neighbours=2, crop_size=(8, 8), foreground_fraction=0.5, iterations_per_epoch=4,
+                transforms=None, seed=123)
+    args.update(kwargs)
+    return BalancedSliceLoader(dataset, index, **args)
+
+
+def test_slice_index_finds_foreground_slices_along_each_axis(dataset, tmp_path):
+    index = build_slice_index(dataset, [0, 1, 2], None, tmp_path / "index.pkl")
+    fg = {tuple(r) for r in index.foreground.tolist()}
+    expected = {(0, 0, i) for i in (2, 3)} | {(0, 1, i) for i in (2, 3, 4)} | {(0, 2, i) for i in range(8)}
+    expected |= {(1, 0, i) for i in range(6)} | {(1, 1, i) for i in range(7)} | {(1, 2, 5)}
+    assert fg == expected
+    assert len(index.foreground) + len(index.empty) == 2 * sum(SHAPE)
+    # the cache is reused: a second build gives the same index without reading segmentations
+    again = build_slice_index(dataset, [0, 1, 2], None, tmp_path / "index.pkl")
+    np.testing.assert_array_equal(again.foreground, index.foreground)
+
+
+def test_epoch_is_balanced_shuffled_and_draws_all_axes(dataset, tmp_path):
+    loader = make_loader(dataset, tmp_path)
+    plan = loader.epoch_plan(0)
+    assert len(plan) == loader.examples_per_epoch == 32
+    assert plan[:, 3].sum() == 16
+    assert set(plan[:, 1].tolist()) == {0, 1, 2}
+    assert not (plan[:16, 3].all() and not plan[16:, 3].any())  # shuffled, not fg-then-empty
+    fractions = []
+    for b in range(8):
+        batch = loader.make_batch(b)
+        has_fg = (batch["target"] > 0).flatten(1).any(1)
+        fractions.append(has_fg.float().mean().item())
+        assert {k.split("/")[1] for k in batch["keys"]} <= {"axis0", "axis1", "axis2"}
+    assert np.mean(fractions) == pytest.approx(0.5, abs=1e-6)  # every foreground row keeps its label
+
+
+def test_all_slices_epoch_shows_every_foreground_slice_once(dataset, tmp_path):
+    index = build_slice_index(dataset, [0, 1, 2], None, tmp_path / "index.pkl")
+    n_fg = len(index.foreground)
+    loader = make_loader(dataset, tmp_path, batch_size=1, iterations_per_epoch=2 * n_fg)
+    plan = loader.epoch_plan(3)
+    fg_rows = {tuple(r) for r in plan[plan[:, 3] == 1][:, :3].tolist()}
+    assert len(fg_rows) == n_fg == (plan[:, 3] == 1).sum()
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_neighbour_order_edges_and_centre_label(dataset, tmp_path, axis):
+    loader = make_loader(dataset, tmp_path, axes=(axis,), crop_size=(16, 16))
+    rng = np.random.default_rng(0)
+    depth = SHAPE[axis]
+    k = 2
+    for idx in (0, 1, depth - 1):
+        image, label, key = loader.example(rng, np.array([0, axis, idx, 0]))
+        assert key == f"case_0/axis{axis}/{idx}"
+        assert image.shape == (N_MOD * (2 * k + 1), 16, 16)
+        inside = image[0] > 0  # padding is 0, every real voxel is >= 1
+        assert inside.sum() == np.prod([s for a, s in enumerate(SHAPE) if a != axis])
+        for m in range(N_MOD):
+            for j, expected in enumerate(neighbour_indices(idx, depth, k)):
+                c, *coords = decode(image[m * (2 * k + 1) + j].numpy()[inside.numpy()])
+                assert (c == m).all()
+                assert (coords[axis] == expected).all()
+        # the label is the centre slice's label, cropped with the same window
+        centre = image[2].numpy()
+        _, *coords = decode(centre[inside.numpy()])
+        seg = np.asarray(dataset.load_case("case_0")[1][0])
+        np.testing.assert_array_equal(label[0].numpy()[inside.numpy()], seg[tuple(coords)])
+        assert (label[0].numpy()[~inside.numpy()] == -1).all()
+
+
+def test_crop_window_contains_anchor_and_pads_small_axes():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        lb = crop_window(rng, 100, 32, must_contain=90)
+        assert 0 <= lb <= 68 and lb <= 90 < lb + 32
+        small = crop_window(rng, 20, 32, must_contain=None)
+        assert -12 <= small <= 0  # the 20 voxels always lie inside the 32-voxel window
+
+
+def test_batches_are_reproducible_and_independent_of_worker_split(dataset, tmp_path):
+    transforms = training_transforms(_label_transforms(), 0.75)
+    one = make_loader(dataset, tmp_path, transforms=transforms)
+    again = make_loader(dataset, tmp_path, transforms=transforms)
+    worker1_of_2 = make_loader(dataset, tmp_path, transforms=transforms, num_workers=2)
+    worker1_of_2.set_thread_id(1)
+    batches = [next(one) for _ in range(2)]
+    repeated = [next(again) for _ in range(2)]
+    assert torch.equal(batches[1]["data"], repeated[1]["data"])
+    assert torch.equal(batches[1]["data"], next(worker1_of_2)["data"])
+    assert torch.equal(batches[1]["target"], make_loader(dataset, tmp_path, transforms=transforms)
+                       .make_batch(1)["target"])
+    other_seed = make_loader(dataset, tmp_path, transforms=transforms, seed=7).make_batch(1)
+    assert not torch.equal(batches[1]["data"], other_seed["data"])
+
+
+def test_resume_starts_the_stream_at_the_checkpoint_epoch(dataset, tmp_path):
+    fresh = make_loader(dataset, tmp_path)
+    resumed = make_loader(dataset, tmp_path, start_epoch=2)
+    assert torch.equal(next(resumed)["data"], fresh.make_batch(2 * fresh.iterations_per_epoch)["data"])
+
+
+def _label_transforms():
+    from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+    from batchgeneratorsv2.transforms.utils.remove_label import RemoveLabelTransform
+    return ComposeTransforms([RemoveLabelTransform(-1, 0)])
+
+
+@pytest.mark.parametrize("t", range(8))
+def test_each_augmentation_inverts_exactly_and_moves_image_and_label_together(t):
+    image = torch.arange(3 * 6 * 6, dtype=torch.float32).reshape(3, 6, 6)
+    label = image[1:2].clone().to(torch.int16)
+    transform = DihedralTransform()
+    out = transform.apply({"image": image.clone(), "segmentation": label.clone()}, t=t)
+    assert torch.equal(dihedral.invert(out["image"], t), image)
+    assert torch.equal(dihedral.invert(out["segmentation"], t), label)
+    assert torch.equal(out["segmentation"][0].float(), out["image"][1])
+
+
+def test_augmentation_probability_and_all_elements_used():
+    transforms = training_transforms(_label_transforms(), 0.75)
+    image = torch.arange(16, dtype=torch.float32).reshape(1, 4, 4)
+    seen, changed = set(), 0
+    torch.manual_seed(0)
+    n = 800
+    for _ in range(n):
+        out = transforms(image=image.clone(), segmentation=torch.zeros(1, 4, 4, dtype=torch.int16))["image"]
+        changed += not torch.equal(out, image)
+        seen.add(out.numpy().tobytes())
+    assert changed / n == pytest.approx(0.75, abs=0.05)
+    assert len(seen) == 8

@@ -8,12 +8,20 @@ up as a mismatch.
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from torch import nn
 
+from nnunet_ext import cli
+from nnunet_ext.inference.postprocessing import remove_small_components
 from nnunet_ext.inference.predictor import SliceResPredictor
 from nnunet_ext.inference.views import View, make_views
 
@@ -105,3 +113,130 @@ def test_non_slice_network_is_refused(volume: torch.Tensor) -> None:
     del network.neighbours
     with pytest.raises(TypeError, match="not a 2.5D SliceRes network"):
         _predictor(network, make_views([0], [0])).predict_probabilities(volume)
+
+
+# ---------------------------------------------------------------------------------- `nnunet-ext predict` CLI
+def _predict_cli(stub_model: dict, output: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    command = ["nnunet-ext", "predict", "-i", str(stub_model["raw"] / "imagesTs"), "-o", str(output),
+               "-d", stub_model["dataset"], "-tr", "nnUNetTrainer", "-device", "cpu", "--disable_progress_bar", *extra]
+    result = subprocess.run(command, env=stub_model["env"], capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def _read(path: Path) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+CLI_VIEWS = ("--axes", "0", "2", "--transforms", "0,5")
+
+
+@pytest.fixture(scope="module")
+def predicted(stub_model: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One sequential run: 2 folds, 4 views, probabilities saved, default post-processing."""
+    output = tmp_path_factory.mktemp("predicted") / "out"
+    _predict_cli(stub_model, output, "-npp", "0", "-nps", "0", "--save_probabilities", *CLI_VIEWS)
+    return output
+
+
+@pytest.mark.e2e
+def test_cli_writes_nnunet_outputs_with_mean_probabilities_and_postprocessing(stub_model: dict,
+                                                                              predicted: Path) -> None:
+    cases = sorted(p.name[:-len("_0000.nii.gz")] for p in (stub_model["raw"] / "imagesTs").glob("*_0000.nii.gz"))
+    assert sorted(p.name[:-len(".nii.gz")] for p in predicted.glob("*.nii.gz")) == cases
+    record = json.loads((predicted / "sliceres_prediction.json").read_text())
+    assert record["folds"] == [0, 1] and record["axes"] == [0, 2] and record["transforms"] == [0, 5]
+    assert record["postprocessing"]["mode"] == "components" and record["postprocessing"]["min_size"] == 64
+    for case in cases:
+        image = sitk.ReadImage(str(stub_model["raw"] / "imagesTs" / f"{case}_0000.nii.gz"))
+        seg = sitk.ReadImage(str(predicted / f"{case}.nii.gz"))
+        assert seg.GetSize() == image.GetSize() and seg.GetSpacing() == image.GetSpacing()
+        assert seg.GetOrigin() == image.GetOrigin() and seg.GetDirection() == image.GetDirection()
+        probabilities = np.load(predicted / f"{case}.npz")["probabilities"]
+        assert probabilities.shape == (3, *sitk.GetArrayFromImage(image).shape)
+        np.testing.assert_allclose(probabilities.sum(0), 1, atol=1e-4)
+        assert (predicted / f"{case}.pkl").is_file()
+        # the exported segmentation is the post-processed argmax of the saved mean probabilities
+        expected = remove_small_components(probabilities.argmax(0).astype(np.uint8), 64)
+        assert (sitk.GetArrayFromImage(seg) == expected).mean() > 0.999
+
+
+@pytest.mark.e2e
+def test_cli_continue_prediction_redoes_missing_and_truncated_cases_only(stub_model: dict, predicted: Path,
+                                                                         tmp_path: Path) -> None:
+    output = tmp_path / "resume"
+    shutil.copytree(predicted, output)
+    segs = sorted(output.glob("*.nii.gz"))
+    originals = {p.name: _read(p) for p in segs}
+    segs[0].unlink()
+    segs[1].write_bytes(segs[1].read_bytes()[:50])  # an export cut off by an interruption
+    untouched = segs[2].stat().st_mtime_ns
+    _predict_cli(stub_model, output, "-npp", "0", "-nps", "0", "--save_probabilities", "--continue_prediction",
+                 *CLI_VIEWS)
+    assert segs[2].stat().st_mtime_ns == untouched
+    for path in segs:
+        assert np.array_equal(_read(path), originals[path.name]), path.name
+
+
+@pytest.mark.e2e
+def test_cli_parts_together_equal_one_pass(stub_model: dict, predicted: Path, tmp_path: Path) -> None:
+    output = tmp_path / "parts"
+    command = ["nnunet-ext", "predict", "-i", str(stub_model["raw"] / "imagesTs"), "-o", str(output), "-d",
+               stub_model["dataset"], "-tr", "nnUNetTrainer", "-device", "cpu", "--disable_progress_bar", "-npp", "1",
+               "-nps", "1", "--save_probabilities", *CLI_VIEWS, "-num_parts", "2"]
+    jobs = [subprocess.Popen([*command, "-part_id", str(part)], env=stub_model["env"], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for part in (0, 1)]
+    logs = [job.communicate()[0] for job in jobs]
+    assert all(job.returncode == 0 for job in jobs), "\n".join(log[-2000:] for log in logs)
+    expected = sorted(p.name for p in predicted.glob("*.nii.gz"))
+    assert sorted(p.name for p in output.glob("*.nii.gz")) == expected
+    for name in expected:
+        assert np.array_equal(_read(output / name), _read(predicted / name)), name
+        np.testing.assert_allclose(np.load(output / name.replace(".nii.gz", ".npz"))["probabilities"],
+                                   np.load(predicted / name.replace(".nii.gz", ".npz"))["probabilities"], atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+def _cli_error(stub_model: dict, monkeypatch: pytest.MonkeyPatch, inputs: Path, *extra: str) -> str:
+    for key, value in stub_model["env"].items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["predict", "-i", str(inputs), "-o", str(inputs.parent / "out"), "-d", stub_model["dataset"],
+                  "-tr", "nnUNetTrainer", "-device", "cpu", *extra])
+    return str(raised.value)
+
+
+@pytest.fixture
+def inputs(stub_model: dict, tmp_path: Path) -> Path:
+    folder = tmp_path / "inputs"
+    shutil.copytree(stub_model["raw"] / "imagesTs", folder)
+    return folder
+
+
+def test_missing_channel_is_named(stub_model: dict, monkeypatch: pytest.MonkeyPatch, inputs: Path) -> None:
+    (inputs / "case_002_0001.nii.gz").unlink()
+    message = _cli_error(stub_model, monkeypatch, inputs)
+    assert "case_002_0001.nii.gz" in message and "channel 1 is missing" in message
+
+
+def test_extra_channel_is_named(stub_model: dict, monkeypatch: pytest.MonkeyPatch, inputs: Path) -> None:
+    shutil.copy(inputs / "case_001_0000.nii.gz", inputs / "case_001_0002.nii.gz")
+    message = _cli_error(stub_model, monkeypatch, inputs)
+    assert "case_001_0002.nii.gz" in message and "expected 2 channels" in message
+
+
+def test_mismatched_geometry_is_named(stub_model: dict, monkeypatch: pytest.MonkeyPatch, inputs: Path) -> None:
+    image = sitk.ReadImage(str(inputs / "case_003_0001.nii.gz"))
+    image.SetSpacing((1.0, 1.0, 2.5))
+    sitk.WriteImage(image, str(inputs / "case_003_0001.nii.gz"))
+    message = _cli_error(stub_model, monkeypatch, inputs)
+    assert "case_003_0001.nii.gz" in message and "spacing" in message
+
+
+def test_missing_checkpoint_and_model_folder_are_named(stub_model: dict, monkeypatch: pytest.MonkeyPatch,
+                                                       inputs: Path) -> None:
+    message = _cli_error(stub_model, monkeypatch, inputs, "-f", "0", "3")
+    assert str(stub_model["model"] / "fold_3" / "checkpoint_final.pth") in message and "0, 1" in message
+    message = _cli_error(stub_model, monkeypatch, inputs, "-c", "3d_fullres")
+    assert "nnUNetTrainer__nnUNetPlans__3d_fullres" in message and "plans.json" in message

@@ -163,9 +163,15 @@ def _reader_writer(folder: Path, file_ending: str, example: Path):
 
 
 def postprocess_file(source: Path, target: Path, setting: Setting, reader_writer, file_ending: str) -> None:
-    """Read a segmentation, post-process it and write it to ``target`` atomically (``target`` may be ``source``)."""
+    """Read a segmentation, post-process it and write it to ``target`` atomically (``target`` may be ``source``).
+
+    In place, an unchanged result is not rewritten, so re-running on a resumed folder leaves finished files alone.
+    """
     seg, properties = reader_writer.read_seg(str(source))
-    result = apply(seg[0].astype(np.uint16 if seg.max() > 255 else np.uint8), setting)
+    seg = seg[0].astype(np.uint16 if seg.max() > 255 else np.uint8)
+    result = apply(seg, setting)
+    if source.resolve() == target.resolve() and np.array_equal(result, seg):
+        return
     tmp = target.with_name(f".{target.name[:-len(file_ending)]}.{os.getpid()}.tmp{file_ending}")
     try:
         reader_writer.write_seg(result, str(tmp), properties)

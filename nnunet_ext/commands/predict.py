@@ -1,0 +1,165 @@
+"""``nnunet-ext predict``: ``nnUNetv2_predict`` for SliceRes models with the multi-view ensemble and post-processing.
+
+Same flags as ``nnUNetv2_predict`` (plus ``-m MODEL_FOLDER`` as in ``nnUNetv2_predict_from_modelfolder``),
+and the same outputs: nnU-Net preprocesses, exports in original geometry with its file naming, writes
+``--save_probabilities`` files (mean probabilities, before post-processing), resumes with
+``--continue_prediction`` and splits jobs with ``-num_parts/-part_id``. Added: the views (``--axes``,
+``--transforms``) and post-processing of the exported segmentations (``--postprocess``, ``--min-size``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+NAME = "predict"
+HELP = "predict with a SliceRes model: 2.5D slices along several axes x in-plane transforms, averaged"
+RECORD_NAME = "sliceres_prediction.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-i", required=True, help="input folder of CASE_XXXX<file_ending> images")
+    parser.add_argument("-o", required=True, help="output folder (created if missing)")
+    parser.add_argument("-d", help="dataset name or id (with -tr/-p/-c), or use -m")
+    parser.add_argument("-m", help="model folder (instead of -d/-tr/-p/-c)")
+    parser.add_argument("-c", default="2d", help="configuration (default: 2d)")
+    parser.add_argument("-tr", default="SliceResTrainer", help="trainer (default: SliceResTrainer)")
+    parser.add_argument("-p", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
+    parser.add_argument("-f", nargs="+", help="folds to ensemble (default: every fold with a checkpoint)")
+    parser.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint name (default: checkpoint_final.pth)")
+    parser.add_argument("-step_size", type=float, default=0.5, help="in-plane sliding-window step (default: 0.5)")
+    parser.add_argument("--axes", nargs="+", type=int, choices=(0, 1, 2),
+                        help="slicing axes of the preprocessed array (default: the axes the model was trained on, "
+                             "else 0 1 2)")
+    parser.add_argument("--transforms", default="all",
+                        help="in-plane transforms per axis: all (8, dihedral group), mirror (4 flips, like "
+                             "nnU-Net's mirroring), identity, or indices 0..7 like 0,4 (default: all)")
+    parser.add_argument("--postprocess", choices=("auto", "none", "components", "cascade"), default="auto",
+                        help="auto: the setting recorded in the model folder, else remove components smaller than "
+                             "--min-size per label; components: that; cascade: BraTS ET->TC->WT removal with "
+                             "refill; none")
+    parser.add_argument("--min-size", type=int, help="minimum component size in voxels (default: recorded, else 64)")
+    parser.add_argument("--slices-per-batch", type=int, help="slices per network call (default: the network's)")
+    parser.add_argument("--save_probabilities", action="store_true", help="also write .npz/.pkl like nnU-Net")
+    parser.add_argument("--continue_prediction", action="store_true", help="skip cases already predicted")
+    parser.add_argument("-npp", type=int, default=3, help="preprocessing processes (default: 3)")
+    parser.add_argument("-nps", type=int, default=3, help="export processes (default: 3)")
+    parser.add_argument("-num_parts", type=int, default=1, help="split the cases into this many jobs")
+    parser.add_argument("-part_id", type=int, default=0, help="which job this is (0 .. num_parts-1)")
+    parser.add_argument("-device", default="cuda", choices=("cuda", "cpu", "mps"), help="device (default: cuda)")
+    parser.add_argument("--not_on_device", action="store_true",
+                        help="keep image and results on the CPU, only the network on the device")
+    parser.add_argument("--disable_progress_bar", action="store_true", help="no tqdm bars")
+    parser.add_argument("--verbose", action="store_true", help="nnU-Net's verbose output")
+
+
+def _device(name: str):
+    """The torch device, with nnU-Net's thread settings for it."""
+    import multiprocessing
+
+    import torch
+
+    if name == "cpu":
+        # nnU-Net takes every core; an explicit OMP_NUM_THREADS wins (oversubscribed threads are far slower)
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or multiprocessing.cpu_count()))
+    elif name == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("-device cuda: no CUDA device is available; use -device cpu")
+        torch.set_num_threads(1)
+        torch.set_num_interop_threads(1)
+    return torch.device(name)
+
+
+def _postprocessing_setting(args: argparse.Namespace, model_folder, dataset_json: dict):
+    from nnunet_ext.inference import postprocessing as pp
+
+    recorded = pp.load_setting(model_folder)
+    if args.postprocess == "auto" and recorded is not None:
+        setting = recorded
+    else:
+        mode = "components" if args.postprocess == "auto" else args.postprocess
+        steps = pp.cascade_steps(pp.cascade_regions(dataset_json)) if mode == "cascade" else ()
+        setting = pp.Setting(mode, pp.DEFAULT_MIN_SIZE, cascade=steps)
+    if args.min_size is not None:
+        setting = pp.Setting(setting.mode, args.min_size, setting.connectivity, setting.cascade)
+    return setting
+
+
+def _part_case_ids(input_folder: str, file_ending: str, num_parts: int, part_id: int) -> list[str]:
+    """The cases nnU-Net assigns to this part (its own rule: sorted identifiers, every num_parts-th)."""
+    from nnunetv2.utilities.utils import get_identifiers_from_splitted_dataset_folder
+
+    return get_identifiers_from_splitted_dataset_folder(input_folder, file_ending)[part_id::num_parts]
+
+
+def _remove_unreadable_outputs(output_folder: str, case_ids: list[str], file_ending: str, reader_writer) -> None:
+    """nnU-Net writes segmentations in place; one cut off by an interruption would be skipped on resume."""
+    for case_id in case_ids:
+        path = os.path.join(output_folder, case_id + file_ending)
+        if os.path.isfile(path):
+            try:
+                reader_writer.read_seg(path)
+            except Exception as error:  # any reader failure means: not a finished output
+                print(f"{path} is unreadable ({type(error).__name__}); predicting it again")
+                os.remove(path)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from nnunet_ext.inference import postprocessing as pp
+    from nnunet_ext.inference.model_folder import check_folds, check_inputs, resolve_model_folder
+    from nnunet_ext.inference.predictor import SliceResPredictor
+    from nnunet_ext.inference.views import make_views, parse_transforms
+
+    if not 0 <= args.part_id < args.num_parts:
+        raise SystemExit(f"-part_id must be in 0..{args.num_parts - 1} for -num_parts {args.num_parts}, "
+                         f"got {args.part_id}")
+    try:
+        transforms = parse_transforms(args.transforms)
+        model_folder = resolve_model_folder(args.m, args.d, args.tr, args.p, args.c)
+        folds = check_folds(model_folder, args.f, args.chk)
+        check_inputs(args.i, model_folder, args.npp)
+        dataset_json = json.loads((model_folder / "dataset.json").read_text())
+        setting = _postprocessing_setting(args, model_folder, dataset_json)
+    except ValueError as error:
+        raise SystemExit(f"nnunet-ext predict: {error}") from None
+
+    predictor = SliceResPredictor(views=make_views((0,), transforms), tile_step_size=args.step_size,
+                                  perform_everything_on_device=not args.not_on_device, device=_device(args.device),
+                                  verbose=args.verbose, verbose_preprocessing=args.verbose,
+                                  allow_tqdm=not args.disable_progress_bar, slices_per_batch=args.slices_per_batch)
+    predictor.initialize_from_trained_model_folder(str(model_folder), folds, args.chk)
+    trained_axes = predictor.configuration_manager.configuration.get("sliceres", {}).get("axes")
+    predictor.views = make_views(args.axes or trained_axes or (0, 1, 2), transforms)
+    _ = predictor.neighbours  # refuse non-2.5D models before any case is preprocessed
+
+    file_ending = dataset_json["file_ending"]
+    case_ids = _part_case_ids(args.i, file_ending, args.num_parts, args.part_id)
+    os.makedirs(args.o, exist_ok=True)
+    if args.continue_prediction:
+        _remove_unreadable_outputs(args.o, case_ids, file_ending,
+                                   predictor.plans_manager.image_reader_writer_class())
+    axes = sorted({v.axis for v in predictor.views})
+    print(f"SliceRes prediction: {len(predictor.views)} views (axes {axes} x transforms {list(transforms)}), "
+          f"folds {folds}, post-processing {setting.mode} (min size {setting.min_size})")
+    if args.npp == 0 and args.nps == 0:
+        if args.num_parts > 1:
+            raise SystemExit("-npp 0 -nps 0 (sequential mode) does not support -num_parts, as in nnU-Net")
+        predictor.predict_from_files_sequential(args.i, args.o, args.save_probabilities,
+                                                not args.continue_prediction, None)
+    else:
+        predictor.predict_from_files(args.i, args.o, save_probabilities=args.save_probabilities,
+                                     overwrite=not args.continue_prediction, num_processes_preprocessing=args.npp,
+                                     num_processes_segmentation_export=args.nps, num_parts=args.num_parts,
+                                     part_id=args.part_id)
+    if setting.mode != "none":
+        pp.postprocess_folder(args.o, args.o, setting, case_ids, max(1, args.nps))
+    record = {"model_folder": str(model_folder.resolve()), "folds": folds, "checkpoint": args.chk, "axes": axes,
+              "transforms": list(transforms), "tile_step_size": args.step_size, "postprocessing": setting.to_json()}
+    record_path = Path(args.o) / RECORD_NAME
+    tmp = record_path.with_name(f".{RECORD_NAME}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, record_path)
+    return 0

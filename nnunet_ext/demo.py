@@ -22,8 +22,8 @@ from pathlib import Path
 
 from nnunet_ext.compare.budget import Budget
 from nnunet_ext.compare.manifest import StepCache
-from nnunet_ext.compare.methods import METHODS
-from nnunet_ext.compare.pipeline import EXT_ENTRY, Comparison, Settings
+from nnunet_ext.compare.methods import EXT_ENTRY, METHODS, TWENTY_FOUR_VIEWS, Variant
+from nnunet_ext.compare.pipeline import Comparison, Settings
 from nnunet_ext.compare.process import probe_command, run_logged
 from nnunet_ext.discovery import environment_with_trainers
 from nnunet_ext.reporting.tables import read_per_case, regions_of
@@ -44,6 +44,11 @@ TASKS = {
     "gli": Task(990, "DemoGLI", "brats-gli", "brats-gli-2024", "synthetic BraTS-GLI 2024 (post-treatment glioma)"),
     "men-rt": Task(991, "DemoMENRT", "men-rt", "brats-men-rt-2024", "synthetic BraTS-MEN-RT 2024 (meningioma)"),
 }
+
+
+#: the product's own prediction: 24 views and the default post-processing (small components removed)
+DEMO_VARIANT = Variant("sliceres_24view", EXT_ENTRY, TWENTY_FOUR_VIEWS,
+                       "24 views (3 axes x 8 dihedral transforms), default post-processing")
 
 
 @dataclass(frozen=True)
@@ -107,8 +112,7 @@ def run_demo(task_name: str, out: Path, profile: Profile, budget: Budget, device
 
     cache.run("convert", {"args": convert_args, "data": data["token"]}, [raw_root / dataset / "dataset.json"], convert)
 
-    sliceres = METHODS["sliceres"]
-    method = dataclasses.replace(sliceres, variants=tuple(v for v in sliceres.variants if v.name == "sliceres_24view"))
+    method = dataclasses.replace(METHODS["sliceres"], variants=(DEMO_VARIANT,))
     preprocessed_splits = Path(env["nnUNet_preprocessed"]) / dataset / "splits_final.json"
     settings = Settings(dataset=dataset, raw_root=raw_root, out=out, budget=budget, methods=[method], folds=[0],
                         rules=task.rules, device=device, num_processes=num_processes,

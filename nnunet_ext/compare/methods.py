@@ -3,7 +3,9 @@
 A :class:`Method` is one trained model (trainer, plans, configuration); a :class:`Variant` is one way of
 predicting with it. Stock nnU-Net models predict once, with nnU-Net's default test-time mirroring; SliceRes
 predicts twice: one view (axis 0, no transform: what a plain 2D model sees) and the published 24-view
-ensemble (3 axes x 8 dihedral transforms), so the report shows what the ensemble buys.
+ensemble (3 axes x 8 dihedral transforms), so the report shows what the ensemble buys. No method is
+post-processed (``--postprocess none``; stock ``nnUNetv2_predict`` does none either), so the table compares
+networks and their test-time ensembles, not clean-up rules.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ DEFAULT_PLANS = "nnUNetPlans"
 RESENC_PLANNER = "nnUNetPlannerResEncM"
 RESENC_PLANS = "nnUNetResEncUNetMPlans"
 
+ONE_VIEW = ("predict", "--axes", "0", "--transforms", "identity")
+TWENTY_FOUR_VIEWS = ("predict", "--axes", "0", "1", "2", "--transforms", "all")
 PREDICT_ENTRY = "nnunetv2.inference.predict_from_raw_data:predict_entry_point"
 EXT_ENTRY = "nnunet_ext.cli:main"
 
@@ -52,9 +56,9 @@ METHODS: dict[str, Method] = {
                                 "stock nnU-Net 3d_fullres residual-encoder U-Net, ResEnc M preset"),
     "sliceres": Method(
         "sliceres", SLICERES_TRAINER, "2d", DEFAULT_PLANS,
-        (Variant("sliceres_1view", EXT_ENTRY, ("predict", "--axes", "0", "--transforms", "identity"),
+        (Variant("sliceres_1view", EXT_ENTRY, (*ONE_VIEW, "--postprocess", "none"),
                  "one view: axis 0 slices, no transform"),
-         Variant("sliceres_24view", EXT_ENTRY, ("predict", "--axes", "0", "1", "2", "--transforms", "all"),
+         Variant("sliceres_24view", EXT_ENTRY, (*TWENTY_FOUR_VIEWS, "--postprocess", "none"),
                  "24 views: 3 axes x 8 dihedral transforms, averaged")),
         "SliceRes 2.5D network (SliceResTrainer on the 2d configuration)"),
 }

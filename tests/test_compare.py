@@ -1,0 +1,114 @@
+"""``nnunet-ext compare``: step cache semantics, the probe, held-out staging, and the whole comparison end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from synthetic import make_raw_dataset
+
+from nnunet_ext.compare.budget import Budget
+from nnunet_ext.compare.heldout import dataset_cases, ensure_splits, held_out, stage_cases
+from nnunet_ext.compare.manifest import StepCache
+from nnunet_ext.compare.methods import select
+from nnunet_ext.compare.process import StepFailed, probe_command, run_logged
+
+
+def touch(path: Path, text: str = "x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_step_cache_runs_once_and_reruns_on_change(tmp_path):
+    calls = []
+
+    def work(resume: bool) -> dict:
+        calls.append(resume)
+        touch(tmp_path / "a.txt")
+        return {"n": len(calls)}
+
+    cache = StepCache(tmp_path / "manifest.json")
+    first = cache.run("s", {"p": 1}, [tmp_path / "a.txt"], work)
+    again = StepCache(tmp_path / "manifest.json").run("s", {"p": 1}, [tmp_path / "a.txt"], work)
+    assert calls == [False] and again["token"] == first["token"] and again["result"] == {"n": 1}
+    StepCache(tmp_path / "manifest.json").run("s", {"p": 2}, [tmp_path / "a.txt"], work)  # new params
+    assert len(calls) == 2
+    (tmp_path / "a.txt").unlink()  # output gone: not done any more
+    cache = StepCache(tmp_path / "manifest.json")
+    assert not cache.is_done("s", {"p": 2})
+    cache.run("s", {"p": 2}, [tmp_path / "a.txt"], work)
+    assert len(calls) == 3
+
+
+def test_step_cache_interrupted_step_resumes_and_missing_outputs_fail(tmp_path):
+    def interrupted(resume: bool) -> dict:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        StepCache(tmp_path / "manifest.json").run("train", {"e": 1}, [], interrupted)
+    seen = []
+    StepCache(tmp_path / "manifest.json").run("train", {"e": 1}, [], lambda resume: seen.append(resume))
+    assert seen == [True]  # same parameters: continue the interrupted attempt
+    with pytest.raises(KeyboardInterrupt):
+        StepCache(tmp_path / "manifest.json").run("other", {"e": 1}, [], interrupted)
+    StepCache(tmp_path / "manifest.json").run("other", {"e": 2}, [], lambda resume: seen.append(resume))
+    assert seen == [True, False]  # parameters changed: start over
+
+    cache = StepCache(tmp_path / "manifest.json")
+    with pytest.raises(RuntimeError, match="without producing .*never.txt"):
+        cache.run("lazy", {}, [tmp_path / "never.txt"], lambda resume: None)
+    assert cache.record("lazy") is None and StepCache(tmp_path / "manifest.json").record("lazy") is None
+
+
+def test_step_cache_rejects_corrupt_manifest(tmp_path):
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(ValueError, match="manifest.json"):
+        StepCache(tmp_path / "manifest.json")
+
+
+def test_probe_records_successful_entry_points_only(tmp_path):
+    record = tmp_path / "rec.json"
+    run_logged(probe_command(record, "nnunet_ext.cli:main", ["env"]), dict(os.environ),
+               tmp_path / "log.txt", echo=False)
+    data = json.loads(record.read_text())
+    assert data["argv"] == ["env"] and data["wall_seconds"] >= 0 and data["peak_gpu_allocated_bytes"] is None
+    assert "nnUNet_extTrainer" in (tmp_path / "log.txt").read_text()
+    bad = tmp_path / "bad.json"
+    with pytest.raises(StepFailed, match="exit code 2(.|\n)*log.txt"):
+        run_logged(probe_command(bad, "nnunet_ext.cli:main", ["no-such-command"]), dict(os.environ),
+                   tmp_path / "log.txt", echo=False)
+    assert not bad.exists()
+
+
+def test_budget_and_methods_validation():
+    assert Budget(epochs=2, iterations=3).env() == {"NNUNET_EXT_EPOCHS": "2", "NNUNET_EXT_ITERATIONS": "3"}
+    assert Budget(minutes=1.5).env() == {"NNUNET_EXT_TIME_LIMIT_MIN": "1.5"}
+    with pytest.raises(ValueError, match="budget"):
+        Budget()
+    with pytest.raises(ValueError, match="positive"):
+        Budget(epochs=0)
+    assert [m.name for m in select(["sliceres", "2d"], resenc=True)] == ["sliceres", "2d", "3d_fullres_resenc"]
+    with pytest.raises(ValueError, match="unknown method"):
+        select(["4d"], resenc=False)
+
+
+def test_splits_match_nnunet_and_staging_links_held_out_cases(tmp_path):
+    raw = make_raw_dataset(tmp_path / "raw", 501, "Tiny", n_cases=5, shape=(4, 8, 8))
+    cases = dataset_cases(raw)
+    splits = ensure_splits(tmp_path / "pp", list(cases))
+    assert len(splits) == 5 and sorted(c for s in splits for c in s["val"]) == sorted(cases)
+    assert json.loads((tmp_path / "pp" / "splits_final.json").read_text()) == splits
+    with pytest.raises(ValueError, match="fold 7"):
+        held_out(splits, 7, tmp_path / "pp" / "splits_final.json")
+    val = held_out(splits, 0, tmp_path / "pp" / "splits_final.json")
+    stage_cases(cases, val, ".nii.gz", tmp_path / "img", tmp_path / "lab")
+    assert sorted(p.name for p in (tmp_path / "img").iterdir()) == sorted(f"{c}_{m:04d}.nii.gz" for c in val
+                                                                          for m in range(2))
+    assert (tmp_path / "lab" / f"{val[0]}.nii.gz").resolve() == (raw / "labelsTr" / f"{val[0]}.nii.gz").resolve()
+    with pytest.raises(ValueError, match="not in the raw dataset"):
+        stage_cases(cases, ["ghost"], ".nii.gz", tmp_path / "img", None)
+    with pytest.raises(FileNotFoundError, match="dataset.json"):
+        dataset_cases(tmp_path)

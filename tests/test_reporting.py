@@ -1,0 +1,149 @@
+"""Report builder on hand-made per-case tables: Markdown/HTML rendering, interval tables, figures."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+
+from nnunet_ext.reporting.atomic import atomic_write_text
+from nnunet_ext.reporting.document import (
+    Bullets,
+    Document,
+    Figure,
+    Heading,
+    Paragraph,
+    Table,
+    to_html,
+    to_markdown,
+    write_report,
+)
+from nnunet_ext.reporting.figures import LABEL_COLOURS, box_plot, overlay_figure
+from nnunet_ext.reporting.tables import (
+    Estimate,
+    accuracy_table,
+    format_bytes,
+    metric_values,
+    read_per_case,
+)
+
+
+def min_max(values: np.ndarray) -> tuple[float, float]:
+    """A stand-in interval (the real one is the evaluation's bootstrap): easy to check by hand."""
+    return float(np.min(values)), float(np.max(values))
+
+
+def rows(method_scores: dict[str, dict[str, list[float]]]) -> dict[str, list[dict[str, object]]]:
+    """per-case rows ``{method: [{case, region, legacy_dice, legacy_hd95}]}`` from Dice values per region."""
+    out = {}
+    for method, regions in method_scores.items():
+        out[method] = [{"case": f"c{i}", "region": region, "legacy_dice": d, "legacy_hd95": 10 * (1 - d)}
+                       for region, dice in regions.items() for i, d in enumerate(dice)]
+    return out
+
+
+def test_markdown_and_html_say_the_same_thing(tmp_path):
+    doc = Document("Title <x>").add(
+        Heading("Setup"), Paragraph("a & b"), Bullets(["one", "two"]),
+        Table(["h|1", "h2"], [["**0.9**", "<b>"]], "cap"), Figure("figures/f.png", "fig"))
+    md = to_markdown(doc)
+    assert md.startswith("# Title <x>\n")
+    assert "| h\\|1 | h2 |" in md and "|---|---|" in md and "| **0.9** | <b> |" in md
+    assert "- one\n- two" in md and "![fig](figures/f.png)" in md
+    page = to_html(doc)
+    assert "<title>Title &lt;x&gt;</title>" in page and "<p>a &amp; b</p>" in page
+    assert "<td><strong>0.9</strong></td><td>&lt;b&gt;</td>" in page
+    assert "<img src='figures/f.png'" in page and "<caption>cap</caption>" in page
+    md_path, html_path = write_report(doc, tmp_path)
+    assert md_path.read_text() == md and html_path.read_text() == page
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.md"]  # no temp files left
+
+
+def test_atomic_write_keeps_old_file_on_error(tmp_path):
+    target = tmp_path / "x.txt"
+    atomic_write_text(target, "old")
+
+    def boom(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise RuntimeError("interrupted")
+
+    from nnunet_ext.reporting.atomic import atomic_write
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, boom)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+def test_accuracy_table_means_intervals_and_best():
+    per_case = rows({"stock": {"WT": [0.8, 0.9, 0.7], "ET": [0.5, 0.6, 0.7]},
+                     "sliceres": {"WT": [0.85, 0.95, 0.75], "ET": [0.4, 0.5, 0.6]}})
+    table = accuracy_table(per_case, min_max, metrics=["legacy_dice", "legacy_hd95"])
+    assert table.headers == ["region", "method", "Dice", "HD95 (mm)", "cases"]
+    by_key = {(r[0], r[1]): r[2:] for r in table.rows}
+    assert list(by_key) == [("WT", "stock"), ("WT", "sliceres"), ("ET", "stock"), ("ET", "sliceres")]
+    assert by_key["WT", "stock"] == ["0.800 [0.700, 0.900]", "2.0 [1.0, 3.0]", "3"]
+    # higher Dice and lower HD95 are better: the winner differs per region
+    assert by_key["WT", "sliceres"][0] == "**0.850 [0.750, 0.950]**" and by_key["WT", "sliceres"][1].startswith("**")
+    assert by_key["ET", "stock"][0].startswith("**") and not by_key["ET", "sliceres"][0].startswith("**")
+
+
+def test_read_per_case_parses_numbers_and_drops_non_finite(tmp_path):
+    path = tmp_path / "per_case.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["case", "region", "legacy_dice", "legacy_hd95"])
+        writer.writerows([["a", "WT", "0.5", "inf"], ["b", "WT", "0.7", "4.0"], ["a", "ET", "nan", "1"]])
+    table = read_per_case(path)
+    assert table[0]["legacy_dice"] == 0.5 and table[0]["case"] == "a"
+    assert metric_values(table, "WT", "legacy_hd95").tolist() == [4.0]
+    assert metric_values(table, "ET", "legacy_dice").size == 0
+    assert Estimate(float("nan"), 0, 0, 0).format(3) == "n/a"
+    with pytest.raises(FileNotFoundError, match="per_case.csv"):
+        read_per_case(tmp_path / "missing" / "per_case.csv")
+    (tmp_path / "bad.csv").write_text("x,y\n1,2\n")
+    with pytest.raises(ValueError, match="bad.csv.*case"):
+        read_per_case(tmp_path / "bad.csv")
+
+
+def test_format_bytes():
+    assert format_bytes(None) == "n/a" and format_bytes(3 * 2**30 // 2) == "1.50 GiB"
+
+
+def test_box_plot_writes_png(tmp_path):
+    data = {"WT": {"a": [0.8, 0.9, float("nan")], "b": [0.7]}, "ET": {"a": [0.5], "b": []}}
+    path = box_plot(data, "Dice", tmp_path / "box.png", title="t")
+    image = mpimg.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    with pytest.raises(ValueError):
+        box_plot({}, "Dice", tmp_path / "empty.png")
+
+
+def _colour_present(image: np.ndarray, hex_colour: str, tol: float = 0.08) -> bool:
+    rgb = np.array([int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    return bool((np.abs(image[..., :3] - rgb).max(axis=-1) < tol).any())
+
+
+def test_overlay_draws_each_segmentation_contour(tmp_path):
+    rng = np.random.default_rng(0)
+    shape = (20, 30, 30)
+    image = rng.normal(100, 10, shape).astype(np.float32)
+    zz, yy, xx = np.indices(shape)
+    reference = ((zz - 10) ** 2 + (yy - 15) ** 2 + (xx - 15) ** 2 < 36).astype(np.uint8)
+    prediction = np.zeros(shape, np.uint8)
+    prediction[reference > 0] = 2  # the method predicts label 2 where the reference says 1
+    path = overlay_figure(image, {"reference": reference, "method": prediction}, tmp_path / "o.png",
+                          spacing=(2.0, 1.0, 1.0), label_names={1: "NETC", 2: "SNFH"}, title="case")
+    picture = mpimg.imread(path)
+    panels = picture[: int(0.8 * picture.shape[0])]  # above the legend
+    left, right = panels[:, : panels.shape[1] // 2], panels[:, panels.shape[1] // 2:]
+    # reference column: label 1 contours only; method column: label 2 contours only
+    assert _colour_present(left, LABEL_COLOURS[0]) and not _colour_present(left, LABEL_COLOURS[1])
+    assert _colour_present(right, LABEL_COLOURS[1]) and not _colour_present(right, LABEL_COLOURS[0])
+    assert not _colour_present(picture, LABEL_COLOURS[3])  # label 4 appears nowhere
+    with pytest.raises(ValueError, match="shape"):
+        overlay_figure(image, {"reference": reference[:-1]}, tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="reference"):
+        overlay_figure(image, {"method": prediction}, tmp_path / "bad.png")

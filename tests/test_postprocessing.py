@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +114,25 @@ def test_postprocess_folder_keeps_geometry_and_writes_atomically(tmp_path: Path)
     assert sorted(p.name for p in target.iterdir()) == ["case_a.nii.gz"], "no temporary files left behind"
     with pytest.raises(FileNotFoundError, match="case_b"):
         pp.postprocess_folder(source, target, pp.Setting("components", 20), case_ids=["case_b"])
+
+
+def test_cli_records_a_setting_and_predictions_get_it(tmp_path: Path) -> None:
+    model, predictions, output = tmp_path / "model", tmp_path / "pred", tmp_path / "post"
+    model.mkdir()
+    predictions.mkdir()
+    (model / "plans.json").write_text("{}")
+    (model / "dataset.json").write_text(json.dumps(BRATS_JSON))
+    sitk.WriteImage(sitk.GetImageFromArray(_brats_case()), str(predictions / "case_a.nii.gz"))
+    record = subprocess.run(["nnunet-ext", "postprocess", "-m", str(model), "--record", "--mode", "cascade",
+                             "--min-size", "20"], capture_output=True, text=True)
+    assert record.returncode == 0, record.stderr
+    assert pp.load_setting(model).mode == "cascade"
+    applied = subprocess.run(["nnunet-ext", "postprocess", "-i", str(predictions), "-o", str(output), "-m",
+                              str(model)], capture_output=True, text=True)
+    assert applied.returncode == 0, applied.stderr
+    result = sitk.GetArrayFromImage(sitk.ReadImage(str(output / "case_a.nii.gz")))
+    assert (result == pp.apply(_brats_case(), pp.load_setting(model))).all()
+    assert result[8, 8, 8] == NETC  # refilled by the cascade, not removed
+    bad = subprocess.run(["nnunet-ext", "postprocess", "-m", str(predictions), "--record", "--mode", "cascade"],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "dataset.json" in bad.stderr

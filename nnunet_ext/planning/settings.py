@@ -167,6 +167,8 @@ def validate(settings: Mapping[str, Any]) -> None:
         fail("inference_window_depth", f"must be an integer >= 2 * neighbours + 1 = {2 * k + 1}")
     if not 0.0 <= float(settings["foreground_fraction"]) <= 1.0:
         fail("foreground_fraction", "must lie in [0, 1]")
+    if settings["epoch"]["mode"] == "all_slices" and float(settings["foreground_fraction"]) <= 0.0:
+        fail("foreground_fraction", "must be > 0 for 'all_slices' epochs (defined by the foreground slices)")
     if not 0.0 <= float(settings["augmentation_probability"]) <= 1.0:
         fail("augmentation_probability", "must lie in [0, 1]")
     if not isinstance(settings["num_epochs"], int) or settings["num_epochs"] < 1:

@@ -101,8 +101,8 @@ class SliceResTrainer(BudgetMixin, nnUNetTrainer):
         if len(index.foreground) == 0:
             raise ValueError(f"no training slice of fold {self.fold} contains foreground; an 'all_slices' epoch "
                              f"is undefined (set sliceres.epoch.mode to 'iterations' or check the labels)")
-        fraction = max(self.sliceres["foreground_fraction"], 1e-6)
-        return math.ceil(len(index.foreground) / fraction / self.configuration_manager.batch_size)
+        examples = len(index.foreground) / self.sliceres["foreground_fraction"]
+        return math.ceil(examples / self.configuration_manager.batch_size)
 
     def get_dataloaders(self):
         if self.dataset_class is None:

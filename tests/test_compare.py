@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import subprocess_env
 from synthetic import make_raw_dataset
 
 from nnunet_ext.compare.budget import Budget
@@ -14,6 +17,7 @@ from nnunet_ext.compare.heldout import dataset_cases, ensure_splits, held_out, s
 from nnunet_ext.compare.manifest import StepCache
 from nnunet_ext.compare.methods import select
 from nnunet_ext.compare.process import StepFailed, probe_command, run_logged
+from nnunet_ext.reporting.tables import read_per_case
 
 
 def touch(path: Path, text: str = "x") -> Path:
@@ -112,3 +116,60 @@ def test_splits_match_nnunet_and_staging_links_held_out_cases(tmp_path):
         stage_cases(cases, ["ghost"], ".nii.gz", tmp_path / "img", None)
     with pytest.raises(FileNotFoundError, match="dataset.json"):
         dataset_cases(tmp_path)
+
+
+def _compare(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = ["nnunet-ext", "compare", "-d", "501", "--methods", "2d", "sliceres", "--budget-epochs", "1",
+           "--budget-iterations", "2", "--budget-val-iterations", "1", "--device", "cpu", "-np", "1",
+           "--rules", "voxel", "--set", "crop_size=[32,32]", "--set", "batch_size=4",
+           "--set", "network.kwargs.widths=[8,16,32,64]", "--quiet", "-o", str(out), *extra]
+    return subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.e2e
+def test_compare_end_to_end_and_resume(nnunet_dirs, tmp_path):
+    """Stock 2d vs SliceRes (1 and 24 views) on tiny data, then resume after losing a step: nothing redone twice."""
+    make_raw_dataset(nnunet_dirs["nnUNet_raw"], 501, "Tiny", n_cases=5, shape=(8, 32, 32))
+    out = tmp_path / "cmp"
+    done = _compare(out)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    steps = manifest["steps"]
+    variants = ["2d", "sliceres_1view", "sliceres_24view"]
+    assert set(steps) == {"plan", "train/2d/fold_0", "train/sliceres/fold_0", "report",
+                          *(f"predict/{v}/fold_0" for v in variants), *(f"evaluate/{v}" for v in variants)}
+    assert steps["train/2d/fold_0"]["result"]["epochs"] == steps["train/sliceres/fold_0"]["result"]["epochs"] == 1
+    # the user's own nnU-Net folders were not used: everything lives in the comparison folder
+    assert not any(nnunet_dirs["nnUNet_preprocessed"].iterdir()) and not any(nnunet_dirs["nnUNet_results"].iterdir())
+    held_out = json.loads((out / "nnUNet_preprocessed" / "Dataset501_Tiny" / "splits_final.json").read_text())[0]["val"]
+    for variant in variants:
+        assert sorted(p.name for p in (out / "predictions" / variant / "fold_0").glob("*.nii.gz")) == \
+            [f"{c}.nii.gz" for c in held_out]
+        rows = read_per_case(out / "evaluation" / variant / "per_case.csv")
+        assert {r["case"] for r in rows} == set(held_out) and {r["region"] for r in rows} == {"1", "2"}
+    report = (out / "report.md").read_text()
+    for variant in variants:
+        assert f"| 1 | {variant} |" in report and f"| {variant} | 1 |" in report  # accuracy and cost rows
+    figures = sorted(p.name for p in (out / "figures").iterdir())
+    assert figures == ["box_legacy_dice.png", "box_legacy_hd95.png", f"overlay_{held_out[0]}.png"]
+    assert all(f"figures/{name}" in report for name in figures) and "<table>" in (out / "report.html").read_text()
+    results = json.loads((out / "results.json").read_text())
+    assert results["cost"]["sliceres_24view"]["inference_seconds_per_case"] > 0
+
+    # interruption: the 24-view prediction's record and files are lost; re-running redoes only what depends on it
+    checkpoints = {m: (out / "nnUNet_results" / "Dataset501_Tiny" / f"{t}__nnUNetPlans__2d" / "fold_0" /
+                       "checkpoint_final.pth").stat().st_mtime_ns
+                   for m, t in (("2d", "nnUNetTrainerBudget"), ("sliceres", "SliceResTrainer"))}
+    tokens = {name: record["token"] for name, record in steps.items()}
+    del manifest["steps"]["predict/sliceres_24view/fold_0"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    shutil.rmtree(out / "predictions" / "sliceres_24view" / "fold_0")
+    again = _compare(out)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    after = json.loads((out / "manifest.json").read_text())["steps"]
+    redone = {name for name in after if after[name]["token"] != tokens[name]}
+    assert redone == {"predict/sliceres_24view/fold_0", "evaluate/sliceres_24view", "report"}
+    assert checkpoints == {m: (out / "nnUNet_results" / "Dataset501_Tiny" / f"{t}__nnUNetPlans__2d" / "fold_0" /
+                               "checkpoint_final.pth").stat().st_mtime_ns
+                           for m, t in (("2d", "nnUNetTrainerBudget"), ("sliceres", "SliceResTrainer"))}
+    assert (out / "predictions" / "sliceres_24view" / "fold_0" / f"{held_out[0]}.nii.gz").is_file()

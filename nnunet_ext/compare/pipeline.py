@@ -241,21 +241,30 @@ class Comparison:
 
     def _evaluate(self, step: Callable[..., dict[str, Any]], variant: Variant, heldout: dict[int, list[str]],
                   predicts: list[dict[str, Any]]) -> dict[str, Any]:
+        """Score all folds' held-out predictions of ``variant`` together (one summary, intervals over all cases)."""
         merged = self.out / "predictions" / variant.name / "all"
         dest = self.out / "evaluation" / variant.name
-        args = ["evaluate", "--pred", str(merged), "--ref", str(self.out / "heldout" / "labels"),
-                "--rules", self.s.rules, "-o", str(dest)]
 
         def evaluate(resume: bool) -> dict[str, Any]:
+            from nnunet_ext.evaluation import evaluate_folders, format_table, write_outputs
+
             if merged.exists():
                 shutil.rmtree(merged)
             merged.mkdir(parents=True)
             for fold in self.s.folds:
                 for case in heldout[fold]:
                     os.symlink(Path("..") / f"fold_{fold}" / f"{case}{self.ending}", merged / f"{case}{self.ending}")
-            return self._probe(f"evaluate_{variant.name}", EXT_ENTRY, args)
+            rows, summary = evaluate_folders(merged, self.out / "heldout" / "labels", self.s.rules,
+                                             num_workers=self.s.num_processes, cache_dir=dest / "cases",
+                                             progress=self.s.echo)
+            write_outputs(rows, summary, dest)
+            table = format_table(summary)
+            (self.logs / f"evaluate_{variant.name}.log").write_text(table + "\n")
+            if self.s.echo:
+                print(f"{variant.name}:\n{table}")
+            return {"cases": summary["num_cases"]}
 
-        return step(f"evaluate/{variant.name}", {"args": args, "predictions": [p["token"] for p in predicts]},
+        return step(f"evaluate/{variant.name}", {"rules": self.s.rules, "predictions": [p["token"] for p in predicts]},
                     [dest / "per_case.csv", dest / "summary.json"], evaluate)
 
     def _report(self, step: Callable[..., dict[str, Any]], results: list[VariantResult],

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import platform
 import re
-from collections.abc import Callable, Mapping, Sequence
+import shutil
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -54,9 +55,10 @@ def label_names(dataset_json: Mapping[str, Any]) -> dict[int, str]:
 
 
 def _first_present(per_case: Mapping[str, Sequence[Mapping[str, object]]], candidates: Sequence[str]) -> str | None:
-    """The first metric of ``candidates`` that the per-case rows carry."""
+    """The first metric of ``candidates`` with a finite value in the per-case rows."""
     for metric in candidates:
-        if any(metric in row for rows in per_case.values() for row in rows):
+        if any(isinstance(row.get(metric), float) and np.isfinite(row[metric])
+               for rows in per_case.values() for row in rows):
             return metric
     return None
 
@@ -111,16 +113,15 @@ def cost_table(costs: Mapping[str, Mapping[str, Any]]) -> Table:
                  "training time = sum of nnU-Net's epoch durations; inference = whole predict command / cases")
 
 
-def build_report(cmp: Comparison, results: list[VariantResult], heldout: Mapping[int, list[str]],
-                 interval: Callable[[np.ndarray], tuple[float, float]] | None = None) -> dict[str, Any]:
+def build_report(cmp: Comparison, results: list[VariantResult], heldout: Mapping[int, list[str]]) -> dict[str, Any]:
     """Write the report of a finished comparison; returns the figures written (relative paths)."""
-    if interval is None:
-        from nnunet_ext.evaluation.statistics import bootstrap_interval as interval
     per_case = {r.variant.name: read_per_case(r.evaluation / "per_case.csv") for r in results}
     summaries = {r.variant.name: json.loads((r.evaluation / "summary.json").read_text()) for r in results}
     costs = {r.variant.name: _cost(r) for r in results}
     n_cases = sum(len(v) for v in heldout.values())
     figures_dir = cmp.out / "figures"
+    if figures_dir.exists():
+        shutil.rmtree(figures_dir)  # figures of an earlier report (other methods or cases) would be stale
     figures: list[str] = []
 
     doc = Document(cmp.s.title or f"Stock nnU-Net vs SliceRes on {cmp.dataset_name}")
@@ -134,7 +135,7 @@ def build_report(cmp: Comparison, results: list[VariantResult], heldout: Mapping
     ]))
     doc.add(Heading("Methods"), Bullets([f"{r.variant.name}: {r.method.description}; inference: "
                                          f"{r.variant.description}" for r in results]))
-    doc.add(Heading("Accuracy"), accuracy_table(per_case, interval))
+    doc.add(Heading("Accuracy"), accuracy_table(summaries))
     doc.add(Heading("Cost"), cost_table(costs))
 
     regions = list(dict.fromkeys(reg for rows in per_case.values() for reg in regions_of(rows)))

@@ -1,15 +1,15 @@
 """Tables of the reports: accuracy per region with 95% intervals, and cost (time, GPU memory).
 
-Input is what ``nnunet-ext evaluate`` writes (``per_case.csv``: one row per case and region); intervals come
-from the caller (the evaluation package's bootstrap), so the report shows exactly the numbers the evaluation
-computed.
+Input is what ``nnunet-ext evaluate`` writes: ``summary.json`` (per region and metric: mean, median, 95%
+bootstrap interval, n; ICC(A,1) of volumes) for the tables, so the report shows exactly the numbers the
+evaluation computed, and ``per_case.csv`` (one row per case and region) for the figures.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,16 +35,27 @@ METRICS: dict[str, Metric] = {
 
 @dataclass(frozen=True)
 class Estimate:
-    """Mean over cases with a 95% interval; ``n`` cases with a finite value."""
+    """Mean over cases with its 95% interval (NaN when undefined, e.g. one case); ``n`` finite cases."""
 
     mean: float
     low: float
     high: float
     n: int
 
+    @classmethod
+    def from_summary(cls, stats: Mapping[str, object] | None) -> Estimate:
+        """From one metric entry of the evaluation's ``summary.json`` (``mean``, ``ci95``, ``n``; null = NaN)."""
+        if not stats:
+            return cls(math.nan, math.nan, math.nan, 0)
+        low, high = (math.nan if v is None else float(v) for v in stats.get("ci95") or (None, None))
+        mean = stats.get("mean")
+        return cls(math.nan if mean is None else float(mean), low, high, int(stats.get("n") or 0))
+
     def format(self, digits: int) -> str:
         if self.n == 0 or not math.isfinite(self.mean):
             return "n/a"
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            return f"{self.mean:.{digits}f}"
         return f"{self.mean:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
 
 
@@ -82,27 +93,26 @@ def metric_values(rows: Sequence[Mapping[str, object]], region: str, metric: str
     return values[np.isfinite(values)]
 
 
-def estimate(values: np.ndarray, interval: Callable[[np.ndarray], tuple[float, float]]) -> Estimate:
-    """Mean of ``values`` with ``interval(values)`` as its 95% interval."""
-    if len(values) == 0:
-        return Estimate(math.nan, math.nan, math.nan, 0)
-    low, high = interval(values)
-    return Estimate(float(np.mean(values)), float(low), float(high), len(values))
+def accuracy_table(summaries: Mapping[str, Mapping[str, object]], metrics: Sequence[str] = tuple(METRICS)) -> Table:
+    """Rows = region x method, columns = metrics as ``mean [95% interval]`` plus the volume ICC(A,1).
 
-
-def accuracy_table(per_case: Mapping[str, Sequence[Mapping[str, object]]],
-                   interval: Callable[[np.ndarray], tuple[float, float]],
-                   metrics: Sequence[str] = tuple(METRICS)) -> Table:
-    """Rows = region x method, columns = metrics as ``mean [95% interval]``; the best mean per region in bold."""
-    regions = list(dict.fromkeys(r for rows in per_case.values() for r in regions_of(rows)))
-    metrics = [m for m in metrics if any(m in row for rows in per_case.values() for row in rows)]
+    ``summaries`` maps a method name to its evaluation ``summary.json``. Metrics no method has a value for
+    (lesion-wise scores under ``voxel`` rules) are left out. The best mean of each metric in a region
+    (highest Dice, lowest HD95) is bold when more than one method has it.
+    """
+    regions = list(dict.fromkeys(r for s in summaries.values() for r in s["regions"]))  # type: ignore[union-attr]
+    metrics = [m for m in metrics if any(Estimate.from_summary(region.get("metrics", {}).get(m)).n
+                                         for s in summaries.values() for region in s["regions"].values())]
     table_rows = []
     for region in regions:
-        cells = {name: {m: estimate(metric_values(rows, region, m), interval) for m in metrics}
-                 for name, rows in per_case.items()}
+        cells, iccs = {}, {}
+        for name, summary in summaries.items():
+            entry = summary["regions"].get(region, {})  # type: ignore[union-attr]
+            cells[name] = {m: Estimate.from_summary(entry.get("metrics", {}).get(m)) for m in metrics}
+            iccs[name] = entry.get("volume_icc_a1")
         best = {}
         for m in metrics:
-            means = [c[m].mean for c in cells.values() if c[m].n]
+            means = [c[m].mean for c in cells.values() if c[m].n and math.isfinite(c[m].mean)]
             if len(means) > 1:
                 best[m] = max(means) if METRICS[m].higher_is_better else min(means)
         for name, cell in cells.items():
@@ -110,9 +120,11 @@ def accuracy_table(per_case: Mapping[str, Sequence[Mapping[str, object]]],
             for m in metrics:
                 text = cell[m].format(METRICS[m].digits)
                 row.append(f"**{text}**" if cell[m].n and best.get(m) == cell[m].mean else text)
+            icc = iccs[name]
+            row.append("n/a" if icc is None or not math.isfinite(icc) else f"{icc:.3f}")
             row.append(str(max((c.n for c in cell.values()), default=0)))
             table_rows.append(row)
-    return Table(["region", "method", *(METRICS[m].label for m in metrics), "cases"], table_rows,
+    return Table(["region", "method", *(METRICS[m].label for m in metrics), "volume ICC(A,1)", "cases"], table_rows,
                  "mean over held-out cases [95% bootstrap interval]; best mean per region in bold")
 
 

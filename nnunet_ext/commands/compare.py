@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="SliceRes plan setting passed to `nnunet-ext plan --set` (repeatable)")
     parser.add_argument("--preset", help="SliceRes preset passed to `nnunet-ext plan --preset`")
+    parser.add_argument("--splits", help="splits_final.json to use (default: the one in $nnUNet_preprocessed/"
+                                         "DatasetXXX_Name when present, e.g. from `nnunet-ext convert`; else "
+                                         "nnU-Net's default 5-fold split)")
     parser.add_argument("--quiet", action="store_true", help="keep nnU-Net's output in the log files only")
 
 
@@ -58,12 +61,17 @@ def run(args: argparse.Namespace) -> int:
         raw_folder = find_raw_dataset(Path(raw_root), args.dataset)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"nnunet-ext compare: {e}") from None
+    splits = Path(args.splits) if args.splits else None
+    user_preprocessed = os.environ.get("nnUNet_preprocessed")
+    if splits is None and user_preprocessed:
+        candidate = Path(user_preprocessed) / raw_folder.name / "splits_final.json"
+        splits = candidate if candidate.is_file() else None
     plan_args = ["--preset", args.preset] if args.preset else []
     plan_args += [arg for override in args.overrides for arg in ("--set", override)]
     settings = Settings(dataset=raw_folder.name, raw_root=Path(raw_root), budget=budget, methods=methods,
                         out=Path(args.out or f"compare_{raw_folder.name}"), folds=args.folds, rules=args.rules,
                         device=args.device or default_device(), num_processes=args.num_processes,
-                        plan_args=plan_args, echo=not args.quiet)
+                        plan_args=plan_args, echo=not args.quiet, splits_file=splits)
     report = Comparison(settings).run()
     print(f"\nreport: {report}\n        {report.with_suffix('.html')}")
     return 0

@@ -60,15 +60,20 @@ class Profile:
     epochs: int
     iterations: int
     val_iterations: int
+    #: wall-clock cap on training: slower CPUs train fewer epochs instead of overrunning the demo's time
+    minutes: float | None
     #: ``nnunet-ext plan --set`` values: a crop and batch sized for the small demo grids
     plan_set: tuple[str, ...]
 
 
+#: a quarter of the published widths: 4x fewer operations, so a CPU trains and runs the 24-view ensemble in minutes
+DEMO_WIDTHS = "network.kwargs.widths=[16,32,64,128]"
+
 PROFILES = {
-    "standard": Profile(cases=20, shape=(64, 64, 48), epochs=6, iterations=40, val_iterations=4,
-                        plan_set=("crop_size=[64,64]", "batch_size=16")),
-    "quick": Profile(cases=10, shape=(32, 32, 24), epochs=1, iterations=4, val_iterations=1,
-                     plan_set=("crop_size=[32,32]", "batch_size=4")),
+    "standard": Profile(cases=20, shape=(64, 64, 48), epochs=40, iterations=25, val_iterations=2, minutes=4.0,
+                        plan_set=("crop_size=[64,64]", "batch_size=16", DEMO_WIDTHS)),
+    "quick": Profile(cases=10, shape=(32, 32, 24), epochs=1, iterations=4, val_iterations=1, minutes=None,
+                     plan_set=("crop_size=[32,32]", "batch_size=4", "network.kwargs.widths=[8,16,32,64]")),
 }
 
 

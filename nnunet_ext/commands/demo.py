@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     if profile.cases < 10:
         raise SystemExit("nnunet-ext demo: --cases must be at least 10 (5 patients for a 5-fold split)")
     budget = Budget(epochs=args.budget_epochs or profile.epochs, iterations=args.budget_iterations or
-                    profile.iterations, val_iterations=profile.val_iterations, minutes=args.budget_minutes)
+                    profile.iterations, val_iterations=profile.val_iterations,
+                    minutes=args.budget_minutes or profile.minutes)
     summary = run_demo(args.task, Path(args.out), profile, budget, args.device or default_device(),
                        args.num_processes, echo=not args.quiet)
     print_summary(summary)

@@ -103,3 +103,17 @@ def test_cli_env_prints_trainer_folder():
                          check=True).stdout
     assert out.startswith("export nnUNet_extTrainer=")
     assert "trainer_discovery" in out
+
+
+def test_network_block_with_zero_padding_equals_unpadded_block():
+    """nnU-Net zero-pads volumes thinner than its window; the padded slices must not act as neighbours."""
+    net = SliceResNet(input_channels=2, num_classes=3, neighbours=2, widths=(8, 16, 32, 64)).eval()
+    vol = torch.from_numpy(np.random.default_rng(1).normal(size=(2, 5, 16, 16)).astype(np.float32))
+    padded = torch.nn.functional.pad(vol, (0, 0, 0, 0, 3, 4))  # 3 zero slices before, 4 after
+    with torch.no_grad():
+        plain = net(vol[None])[0]
+        from_padded = net(padded[None])[0]
+        empty = net(torch.zeros(1, 10, 16, 16))[0]
+    torch.testing.assert_close(from_padded[:, 3:8], plain)
+    torch.testing.assert_close(from_padded[:, 0], empty)
+    torch.testing.assert_close(from_padded[:, -1], empty)

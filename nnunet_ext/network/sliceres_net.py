@@ -109,15 +109,34 @@ class SliceResNet(nn.Module):
         return self.head(x)
 
     def _forward_slice_block(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, D, H, W) block of whole slices -> (B, classes, D, H, W), each slice predicted in 2.5D."""
+        """(B, C, D, H, W) block of whole slices -> (B, classes, D, H, W), each slice predicted in 2.5D.
+
+        All-zero slices at either end of a block are taken as padding, not image: nnU-Net zero-pads volumes
+        thinner than its window, and the edge slices of such a volume must repeat themselves as neighbours
+        (as in training), not see the padding. They get the network's prediction for empty input, which is
+        what an all-zero background slice would get anyway.
+        """
         outputs = []
         for block in x:
-            stacks = stack_window(block, self.neighbours)
+            occupied = torch.nonzero(block.abs().amax(dim=(0, 2, 3)) > 0).flatten()
+            if len(occupied) == 0:
+                outputs.append(self._predict_empty(block).expand(-1, block.shape[1], -1, -1))
+                continue
+            lo, hi = int(occupied[0]), int(occupied[-1]) + 1
+            stacks = stack_window(block[:, lo:hi], self.neighbours)
             logits = torch.cat([self._forward_2d(stacks[i:i + self.slices_per_forward])
-                                for i in range(0, stacks.shape[0], self.slices_per_forward)])
-            outputs.append(logits.permute(1, 0, 2, 3))
+                                for i in range(0, stacks.shape[0], self.slices_per_forward)]).permute(1, 0, 2, 3)
+            if lo > 0 or hi < block.shape[1]:
+                empty = self._predict_empty(block)
+                logits = torch.cat([empty.expand(-1, lo, -1, -1), logits,
+                                    empty.expand(-1, block.shape[1] - hi, -1, -1)], dim=1)
+            outputs.append(logits)
         return torch.stack(outputs)
 
+    def _predict_empty(self, block: torch.Tensor) -> torch.Tensor:
+        """Logits (classes, 1, H, W) for an all-zero 2.5D input of the block's in-plane size."""
+        zeros = block.new_zeros((1, self.stem.in_channels, *block.shape[-2:]))
+        return self._forward_2d(zeros).permute(1, 0, 2, 3)
 
 def count_parameters(network: nn.Module) -> int:
     """Trainable parameters (weights and biases of convolutions and BatchNorm affine terms); BatchNorm

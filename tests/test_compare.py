@@ -136,7 +136,7 @@ def test_compare_end_to_end_and_resume(nnunet_dirs, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     steps = manifest["steps"]
     variants = ["2d", "sliceres_1view", "sliceres_24view"]
-    assert set(steps) == {"plan", "train/2d/fold_0", "train/sliceres/fold_0", "report",
+    assert set(steps) == {"plan", "preprocess/nnUNetPlans/2d", "train/2d/fold_0", "train/sliceres/fold_0", "report",
                           *(f"predict/{v}/fold_0" for v in variants), *(f"evaluate/{v}" for v in variants)}
     assert steps["train/2d/fold_0"]["result"]["epochs"] == steps["train/sliceres/fold_0"]["result"]["epochs"] == 1
     # the user's own nnU-Net folders were not used: everything lives in the comparison folder

@@ -117,7 +117,8 @@ class Comparison:
         log.info("comparison of %s in %s (budget: %s, device %s, folds %s)", self.dataset_name, self.out,
                  self.s.budget.describe(), self.s.device, self.s.folds)
         n_variants = sum(len(m.variants) for m in self.s.methods)
-        total = 2 + int(self._needs_resenc()) + len(self.s.methods) * len(self.s.folds) \
+        n_data = len({(m.plans, m.configuration) for m in self.s.methods})
+        total = 2 + int(self._needs_resenc()) + n_data + len(self.s.methods) * len(self.s.folds) \
             + n_variants * (len(self.s.folds) + 1)
         with tqdm(total=total, desc="compare", unit="step", disable=None) as bar:
             def step(*args: Any) -> dict[str, Any]:
@@ -125,11 +126,12 @@ class Comparison:
                 bar.update()
                 return record
 
-            plan = self._plan(step)
+            prepared = self._prepare(step)
             heldout = self._stage_heldout()
             results = []
             for method in self.s.methods:
-                trains = [self._train(step, cache, method, fold, plan) for fold in self.s.folds]
+                trains = [self._train(step, method, fold, prepared[method.plans, method.configuration])
+                          for fold in self.s.folds]
                 for variant in method.variants:
                     predicts = [self._predict(step, method, variant, fold, heldout[fold], train)
                                 for fold, train in zip(self.s.folds, trains)]
@@ -164,25 +166,33 @@ class Comparison:
         return json.loads(record.read_text())
 
     # ------------------------------------------------------------------ steps
-    def _plan(self, step: Callable[..., dict[str, Any]]) -> dict[str, Any]:
-        configurations = sorted({m.configuration for m in self.s.methods if m.plans == DEFAULT_PLANS})
+    def _prepare(self, step: Callable[..., dict[str, Any]]) -> dict[tuple[str, str], str]:
+        """Plan once, then preprocess each (plans, configuration) the methods need as a step of its own.
+
+        Separate preprocessing steps keep the cache useful when methods are added to a finished comparison:
+        only the new configuration is preprocessed and nothing already trained is invalidated.
+        Returns the token of each preprocessing step, which the training steps depend on.
+        """
         folder = self.preprocessed / self.dataset_name
-        outputs = [folder / f"{DEFAULT_PLANS}.json", *[folder / f"{DEFAULT_PLANS}_{c}" for c in configurations]]
-        args = ["plan", "-d", self.dataset_name, "-c", *configurations, "-np", str(self.s.num_processes),
-                *self.s.plan_args]
-        plan = step("plan", {"dataset": self.dataset_name, "args": args}, outputs,
+        dataset_id = self.dataset_name[len("Dataset"):].split("_", 1)[0]
+        args = ["plan", "-d", self.dataset_name, "--no-preprocess", "-np", str(self.s.num_processes), *self.s.plan_args]
+        plan = step("plan", {"dataset": self.dataset_name, "args": args}, [folder / f"{DEFAULT_PLANS}.json"],
                     lambda resume: self._probe("plan", EXT_ENTRY, args))
-        if not self._needs_resenc():
-            return plan
-        resenc_args = ["-d", self.dataset_name, "-c", "3d_fullres", "-np", str(self.s.num_processes)]
-        resenc = step("plan_resenc", {"after": plan["token"], "args": resenc_args},
-                      [folder / f"{RESENC_PLANS}.json", folder / f"{RESENC_PLANS}_3d_fullres"],
-                      lambda resume: {
-                          "plan": self._probe("plan_resenc", PLAN_EXPERIMENT_ENTRY,
-                                              ["-d", self.dataset_name, "-pl", RESENC_PLANNER]),
-                          "preprocess": self._probe("preprocess_resenc", PREPROCESS_ENTRY,
-                                                    [*resenc_args, "-plans_name", RESENC_PLANS])})
-        return {**plan, "token": plan["token"] + resenc["token"]}
+        plans_token = {DEFAULT_PLANS: plan["token"]}
+        if self._needs_resenc():
+            resenc_args = ["-d", dataset_id, "-pl", RESENC_PLANNER]
+            plans_token[RESENC_PLANS] = step(
+                "plan_resenc", {"args": resenc_args, "fingerprint": plan["token"]}, [folder / f"{RESENC_PLANS}.json"],
+                lambda resume: self._probe("plan_resenc", PLAN_EXPERIMENT_ENTRY, resenc_args))["token"]
+        tokens = {}
+        for plans, configuration in dict.fromkeys((m.plans, m.configuration) for m in self.s.methods):
+            pre_args = ["-d", dataset_id, "-plans_name", plans, "-c", configuration, "-np", str(self.s.num_processes)]
+            tokens[plans, configuration] = step(
+                f"preprocess/{plans}/{configuration}", {"args": pre_args, "plans": plans_token[plans]},
+                [folder / data_identifier(folder / f"{plans}.json", configuration)],
+                lambda resume, a=pre_args, n=f"preprocess_{plans}_{configuration}": self._probe(n, PREPROCESS_ENTRY, a),
+            )["token"]
+        return tokens
 
     def _stage_heldout(self) -> dict[int, list[str]]:
         """Held-out cases per fold, their images linked under ``heldout/fold_X`` and labels under ``heldout/labels``."""
@@ -205,12 +215,11 @@ class Comparison:
     def model_folder(self, method: Method) -> Path:
         return self.results / self.dataset_name / f"{method.trainer}__{method.plans}__{method.configuration}"
 
-    def _train(self, step: Callable[..., dict[str, Any]], cache: StepCache, method: Method, fold: int,
-               plan: dict[str, Any]) -> dict[str, Any]:
+    def _train(self, step: Callable[..., dict[str, Any]], method: Method, fold: int, data: str) -> dict[str, Any]:
         name = f"train_{method.name}_fold_{fold}"
         fold_dir = self.model_folder(method) / f"fold_{fold}"
         params = {"trainer": method.trainer, "plans": method.plans, "configuration": method.configuration,
-                  "fold": fold, "budget": self.s.budget.as_dict(), "device": self.s.device, "plan": plan["token"]}
+                  "fold": fold, "budget": self.s.budget.as_dict(), "device": self.s.device, "data": data}
 
         def train(resume: bool) -> dict[str, Any]:
             if not resume and fold_dir.exists():
@@ -275,6 +284,15 @@ class Comparison:
         params = {"evaluations": [r.token for r in results], "title": self.s.title, "overlays": self.s.overlays}
         step("report", params, files, lambda resume: build_report(self, results, heldout))
         return files[0]
+
+
+def data_identifier(plans_file: Path, configuration: str) -> str:
+    """The preprocessed-data folder name of ``configuration`` (ResEnc plans share ``nnUNetPlans_3d_fullres``)."""
+    configurations = json.loads(plans_file.read_text())["configurations"]
+    if configuration not in configurations:
+        raise ValueError(f"{plans_file} has no configuration '{configuration}' (planned: {sorted(configurations)}); "
+                         "nnU-Net does not plan it for this dataset, so drop the methods that need it")
+    return configurations[configuration].get("data_identifier", f"{plans_file.stem}_{configuration}")
 
 
 def epoch_times(checkpoint: Path) -> dict[str, Any]:

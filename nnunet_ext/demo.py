@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -102,20 +103,28 @@ def run_demo(task_name: str, out: Path, profile: Profile, budget: Budget, device
     dataset = f"Dataset{task.dataset_id:03d}_{task.name}"
     cache = StepCache(out / "manifest.json")
 
+    def generate(resume: bool) -> dict[str, object]:
+        if source.exists():
+            shutil.rmtree(source)  # cases of an earlier, different demo run must not be converted too
+        return {"cases": write_demo_dataset(source, task_name, profile.cases, profile.shape, seed,
+                                            num_workers=num_processes)}
+
     data = cache.run("data", {"task": task_name, "cases": profile.cases, "shape": list(profile.shape), "seed": seed},
-                     [source], lambda resume: {"cases": write_demo_dataset(
-                         source, task_name, profile.cases, profile.shape, seed, num_workers=num_processes)})
+                     [source], generate)
     convert_args = ["convert", task.converter, str(source), "-d", str(task.dataset_id), "-n", task.name,
                     "-j", str(num_processes), "--raw-root", str(raw_root)]
     if task.converter == "brats-gli":
         convert_args += ["--preprocessed-root", env["nnUNet_preprocessed"]]
 
     def convert(resume: bool) -> dict[str, object]:
+        if (raw_root / dataset).exists():
+            shutil.rmtree(raw_root / dataset)  # the demo's own conversion of earlier data
         record = out / "records" / "convert.json"
         run_logged(probe_command(record, EXT_ENTRY, convert_args), env, out / "logs" / "convert.log", echo=echo)
         return json.loads(record.read_text())
 
-    cache.run("convert", {"args": convert_args, "data": data["token"]}, [raw_root / dataset / "dataset.json"], convert)
+    converted = cache.run("convert", {"args": convert_args, "data": data["token"]},
+                          [raw_root / dataset / "dataset.json"], convert)
 
     method = dataclasses.replace(METHODS["sliceres"], variants=(DEMO_VARIANT,))
     preprocessed_splits = Path(env["nnUNet_preprocessed"]) / dataset / "splits_final.json"
@@ -123,7 +132,8 @@ def run_demo(task_name: str, out: Path, profile: Profile, budget: Budget, device
                         rules=task.rules, device=device, num_processes=num_processes,
                         plan_args=[arg for value in profile.plan_set for arg in ("--set", value)],
                         title=f"nnunet-ext demo: SliceRes on {task.description}", overlays=3, echo=echo,
-                        splits_file=preprocessed_splits if preprocessed_splits.is_file() else None)
+                        splits_file=preprocessed_splits if preprocessed_splits.is_file() else None,
+                        upstream=converted["token"])
     comparison = Comparison(settings, base_env=env)
     report = comparison.run()
     rows = read_per_case(out / "evaluation" / method.variants[0].name / "per_case.csv")

@@ -72,6 +72,8 @@ class Settings:
     echo: bool = True
     #: a ``splits_final.json`` to use (e.g. the patient-grouped one the converter wrote) instead of nnU-Net's
     splits_file: Path | None = None
+    #: token of whatever produced the raw dataset (the demo's conversion step): new data means planning again
+    upstream: str = ""
 
 
 @dataclass
@@ -176,7 +178,8 @@ class Comparison:
         folder = self.preprocessed / self.dataset_name
         dataset_id = self.dataset_name[len("Dataset"):].split("_", 1)[0]
         args = ["plan", "-d", self.dataset_name, "--no-preprocess", "-np", str(self.s.num_processes), *self.s.plan_args]
-        plan = step("plan", {"dataset": self.dataset_name, "args": args}, [folder / f"{DEFAULT_PLANS}.json"],
+        plan = step("plan", {"dataset": self.dataset_name, "args": args, "upstream": self.s.upstream},
+                    [folder / f"{DEFAULT_PLANS}.json"],
                     lambda resume: self._probe("plan", EXT_ENTRY, args))
         plans_token = {DEFAULT_PLANS: plan["token"]}
         if self._needs_resenc():

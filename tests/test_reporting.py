@@ -31,18 +31,12 @@ from nnunet_ext.reporting.tables import (
 )
 
 
-def min_max(values: np.ndarray) -> tuple[float, float]:
-    """A stand-in interval (the real one is the evaluation's bootstrap): easy to check by hand."""
-    return float(np.min(values)), float(np.max(values))
-
-
-def rows(method_scores: dict[str, dict[str, list[float]]]) -> dict[str, list[dict[str, object]]]:
-    """per-case rows ``{method: [{case, region, legacy_dice, legacy_hd95}]}`` from Dice values per region."""
-    out = {}
-    for method, regions in method_scores.items():
-        out[method] = [{"case": f"c{i}", "region": region, "legacy_dice": d, "legacy_hd95": 10 * (1 - d)}
-                       for region, dice in regions.items() for i, d in enumerate(dice)]
-    return out
+def summary(regions: dict[str, dict[str, tuple[float, float, float, int]]], icc: float | None = 0.9) -> dict:
+    """A hand-made ``summary.json`` as ``nnunet-ext evaluate`` writes it: per region, metric -> mean/ci95/n."""
+    return {"regions": {region: {"metrics": {m: {"mean": mean, "median": mean, "ci95": [low, high], "n": n}
+                                             for m, (mean, low, high, n) in metrics.items()},
+                                 "volume_icc_a1": icc}
+                        for region, metrics in regions.items()}}
 
 
 def test_markdown_and_html_say_the_same_thing(tmp_path):
@@ -78,16 +72,24 @@ def test_atomic_write_keeps_old_file_on_error(tmp_path):
 
 
 def test_accuracy_table_means_intervals_and_best():
-    per_case = rows({"stock": {"WT": [0.8, 0.9, 0.7], "ET": [0.5, 0.6, 0.7]},
-                     "sliceres": {"WT": [0.85, 0.95, 0.75], "ET": [0.4, 0.5, 0.6]}})
-    table = accuracy_table(per_case, min_max, metrics=["legacy_dice", "legacy_hd95"])
-    assert table.headers == ["region", "method", "Dice", "HD95 (mm)", "cases"]
+    summaries = {
+        "stock": summary({"WT": {"legacy_dice": (0.8, 0.7, 0.9, 3), "legacy_hd95": (2.0, 1.0, 3.0, 3)},
+                          "ET": {"legacy_dice": (0.6, 0.5, 0.7, 3), "legacy_hd95": (4.0, 3.0, 5.0, 3)}}),
+        "sliceres": summary({"WT": {"legacy_dice": (0.85, 0.75, 0.95, 3), "legacy_hd95": (1.5, 0.5, 2.5, 3)},
+                             "ET": {"legacy_dice": (0.5, None, None, 1), "legacy_hd95": (None, None, None, 0),
+                                    "lesionwise_dice": (None, None, None, 0)}}, icc=None),
+    }
+    table = accuracy_table(summaries)
+    # lesion-wise columns have no value anywhere: left out
+    assert table.headers == ["region", "method", "Dice", "HD95 (mm)", "volume ICC(A,1)", "cases"]
     by_key = {(r[0], r[1]): r[2:] for r in table.rows}
     assert list(by_key) == [("WT", "stock"), ("WT", "sliceres"), ("ET", "stock"), ("ET", "sliceres")]
-    assert by_key["WT", "stock"] == ["0.800 [0.700, 0.900]", "2.0 [1.0, 3.0]", "3"]
+    assert by_key["WT", "stock"] == ["0.800 [0.700, 0.900]", "2.0 [1.0, 3.0]", "0.900", "3"]
     # higher Dice and lower HD95 are better: the winner differs per region
-    assert by_key["WT", "sliceres"][0] == "**0.850 [0.750, 0.950]**" and by_key["WT", "sliceres"][1].startswith("**")
-    assert by_key["ET", "stock"][0].startswith("**") and not by_key["ET", "sliceres"][0].startswith("**")
+    assert by_key["WT", "sliceres"][:2] == ["**0.850 [0.750, 0.950]**", "**1.5 [0.5, 2.5]**"]
+    assert by_key["ET", "stock"][:2] == ["**0.600 [0.500, 0.700]**", "4.0 [3.0, 5.0]"]  # the only HD95: not bold
+    # one case: no interval; no finite value: n/a; ICC null in the JSON: n/a
+    assert by_key["ET", "sliceres"] == ["0.500", "n/a", "n/a", "1"]
 
 
 def test_read_per_case_parses_numbers_and_drops_non_finite(tmp_path):
@@ -101,6 +103,7 @@ def test_read_per_case_parses_numbers_and_drops_non_finite(tmp_path):
     assert metric_values(table, "WT", "legacy_hd95").tolist() == [4.0]
     assert metric_values(table, "ET", "legacy_dice").size == 0
     assert Estimate(float("nan"), 0, 0, 0).format(3) == "n/a"
+    assert Estimate.from_summary({"mean": 0.5, "ci95": [None, None], "n": 1}).format(2) == "0.50"
     with pytest.raises(FileNotFoundError, match="per_case.csv"):
         read_per_case(tmp_path / "missing" / "per_case.csv")
     (tmp_path / "bad.csv").write_text("x,y\n1,2\n")

@@ -8,7 +8,8 @@ import torch
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 
 from nnunet_ext import dihedral
-from nnunet_ext.sampling.loader import BalancedSliceLoader, crop_window
+from nnunet_ext.planning import settings
+from nnunet_ext.sampling.loader import BalancedSliceLoader, crop_window, group_into_runs
 from nnunet_ext.sampling.slice_index import build_slice_index
 from nnunet_ext.sampling.transforms import DihedralTransform, training_transforms
 from nnunet_ext.slicing import neighbour_indices
@@ -44,7 +45,7 @@ def dataset(tmp_path):
 def make_loader(dataset, tmp_path, axes=(0, 1, 2), **kwargs):
     index = build_slice_index(dataset, list(axes), None, tmp_path / "index.pkl")
     args = dict(batch_size=8, neighbours=2, crop_size=(8, 8), foreground_fraction=0.5, iterations_per_epoch=4,
-                transforms=None, seed=123)
+                transforms=None, seed=123, slices_per_case_load=3)
     args.update(kwargs)
     return BalancedSliceLoader(dataset, index, **args)
 
@@ -61,8 +62,9 @@ def test_slice_index_finds_foreground_slices_along_each_axis(dataset, tmp_path):
     np.testing.assert_array_equal(again.foreground, index.foreground)
 
 
-def test_epoch_is_balanced_shuffled_and_draws_all_axes(dataset, tmp_path):
-    loader = make_loader(dataset, tmp_path)
+@pytest.mark.parametrize("per_load", [1, 3])
+def test_epoch_is_balanced_shuffled_and_draws_all_axes(dataset, tmp_path, per_load):
+    loader = make_loader(dataset, tmp_path, slices_per_case_load=per_load)
     plan = loader.epoch_plan(0)
     assert len(plan) == loader.examples_per_epoch == 32
     assert plan[:, 3].sum() == 16
@@ -93,7 +95,10 @@ def test_neighbour_order_edges_and_centre_label(dataset, tmp_path, axis):
     depth = SHAPE[axis]
     k = 2
     for idx in (0, 1, depth - 1):
-        image, label, key = loader.example(rng, np.array([0, axis, idx, 0]))
+        image, label, key = loader.example(rng, np.array([0, axis, idx, 0]), *loader.volumes(0, whole=True))
+        lazy = loader.example(np.random.default_rng(0), np.array([0, axis, idx, 0]), *loader.volumes(0, whole=False))
+        again = loader.example(np.random.default_rng(0), np.array([0, axis, idx, 0]), *loader.volumes(0, whole=True))
+        assert torch.equal(lazy[0], again[0]) and torch.equal(lazy[1], again[1])  # in-memory == blosc2 slices
         assert key == f"case_0/axis{axis}/{idx}"
         assert image.shape == (N_MOD * (2 * k + 1), 16, 16)
         inside = image[0] > 0  # padding is 0, every real voxel is >= 1
@@ -109,6 +114,60 @@ def test_neighbour_order_edges_and_centre_label(dataset, tmp_path, axis):
         seg = np.asarray(dataset.load_case("case_0")[1][0])
         np.testing.assert_array_equal(label[0].numpy()[inside.numpy()], seg[tuple(coords)])
         assert (label[0].numpy()[~inside.numpy()] == -1).all()
+
+
+def test_runs_keep_every_row_once_and_group_cases():
+    rng = np.random.default_rng(0)
+    rows = np.column_stack([rng.integers(0, 5, 200), np.arange(200)])
+    for run_length in (1, 4, 8):
+        grouped = group_into_runs(rows, np.random.default_rng(1), run_length)
+        assert sorted(grouped[:, 1].tolist()) == list(range(200))  # a permutation of the rows
+        np.testing.assert_array_equal(rows[grouped[:, 1], 0], grouped[:, 0])
+        # same-case stretches are unions of whole runs: at most as many stretches as runs ...
+        stretches = 1 + (np.diff(grouped[:, 0]) != 0).sum()
+        runs = sum(-(-c // run_length) for c in np.bincount(rows[:, 0]))
+        assert stretches <= runs
+        assert stretches >= runs // 2  # ... and the runs are shuffled across cases, not sorted by case
+    assert len(group_into_runs(rows[:0], rng, 8)) == 0
+
+
+def test_grouping_changes_the_order_but_not_the_slices_of_an_epoch(dataset, tmp_path):
+    plain = make_loader(dataset, tmp_path, slices_per_case_load=1, iterations_per_epoch=8)
+    grouped = make_loader(dataset, tmp_path, slices_per_case_load=4, iterations_per_epoch=8)
+    for epoch in (0, 5):
+        a, b = plain.epoch_plan(epoch), grouped.epoch_plan(epoch)
+        assert sorted(map(tuple, a.tolist())) == sorted(map(tuple, b.tolist()))
+        np.testing.assert_array_equal(b, grouped.epoch_plan(epoch))  # reproducible
+        switches = (np.diff(b[:, 0]) != 0).sum()
+        assert switches >= 4 and switches < (np.diff(a[:, 0]) != 0).sum()  # cases mixed, in runs
+
+
+class CountingDataset(nnUNetDatasetBlosc2):
+    """nnU-Net's blosc2 dataset, counting reads per case."""
+
+    def __init__(self, folder):
+        super().__init__(folder)
+        self.loads: list[str] = []
+
+    def load_case(self, identifier):
+        self.loads.append(identifier)
+        return super().load_case(identifier)
+
+
+def test_each_case_is_read_once_per_batch(dataset, tmp_path):
+    counting = CountingDataset(dataset.source_folder)
+    loader = make_loader(counting, tmp_path, slices_per_case_load=4)
+    for b in range(4):
+        counting.loads.clear()
+        batch = loader.make_batch(b)
+        cases = {key.split("/")[0] for key in batch["keys"]}
+        assert len(counting.loads) == len(set(counting.loads)) <= len(cases)
+
+
+def test_slices_per_case_load_is_validated():
+    with pytest.raises(ValueError, match="sliceres.slices_per_case_load"):
+        settings.build({"slices_per_case_load": 0}, 4, [1, 1, 1], 100)
+    assert settings.build({}, 4, [1, 1, 1], 100)["slices_per_case_load"] == 8
 
 
 def test_crop_window_contains_anchor_and_pads_small_axes():

@@ -13,6 +13,13 @@ Keys left ``None`` here are derived from the dataset at planning time (:func:`re
   conversion if all three axes are wanted on such data;
 - ``inference_window_depth``: slices per 3D window of nnU-Net's sliding-window prediction, 32 capped at the
   smallest training volume along axis 0 (deeper windows would be zero-padded) but never below 2k+1.
+
+``slices_per_case_load`` (default 8) is a data-loading setting, not part of the method: nnU-Net stores 2d
+preprocessed volumes in blosc2 with one chunk per axis-0 plane, so a slice along axis 1 or 2 has to
+decompress the whole volume. The loader therefore cuts the epoch's balanced slice list into runs of up to
+this many slices of one case, shuffles the runs and decompresses a case once per run. The slices of an
+epoch and their 50/50 balance are unchanged; a batch then mixes about ``batch_size / slices_per_case_load``
+cases instead of ``batch_size``. ``1`` restores an independently shuffled slice list (slow on axes 1/2).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "inference_window_depth": None,
     "foreground_fraction": 0.5,
     "augmentation_probability": 0.75,
+    "slices_per_case_load": 8,
     "num_epochs": 100,
     "epoch": {"mode": "all_slices", "iterations_per_epoch": 250, "val_iterations_per_epoch": 50},
     "network": {
@@ -171,6 +179,8 @@ def validate(settings: Mapping[str, Any]) -> None:
         fail("foreground_fraction", "must be > 0 for 'all_slices' epochs (defined by the foreground slices)")
     if not 0.0 <= float(settings["augmentation_probability"]) <= 1.0:
         fail("augmentation_probability", "must lie in [0, 1]")
+    if not isinstance(settings["slices_per_case_load"], int) or settings["slices_per_case_load"] < 1:
+        fail("slices_per_case_load", "must be a positive integer (1 = no grouping of slices by case)")
     if not isinstance(settings["num_epochs"], int) or settings["num_epochs"] < 1:
         fail("num_epochs", "must be a positive integer")
     if settings["epoch"]["mode"] not in EPOCH_MODES:

@@ -7,9 +7,14 @@ slice's label. Volumes are read through nnU-Net's dataset class (blosc2/numpy me
 Sampling, reproducible and resume-friendly:
 
 - Epoch ``e`` is a plan of ``iterations_per_epoch * batch_size`` examples: ``round(fraction * n)`` slices
-  with foreground and the rest without, shuffled. Foreground (and empty) slices are drawn without
-  replacement as long as the pool lasts, so an "all slices" epoch (``2 x foreground slices``) shows every
-  foreground slice once. The plan depends only on ``(seed, stream, e)``.
+  with foreground and the rest without. Foreground (and empty) slices are drawn without replacement as long
+  as the pool lasts, so an "all slices" epoch (``2 x foreground slices``) shows every foreground slice
+  once. The plan depends only on ``(seed, stream, e)``.
+- The plan is shuffled in runs (:func:`group_into_runs`): each case's slices in random order, cut into
+  runs of ``slices_per_case_load``, runs in random order. nnU-Net's 2d blosc2 files hold one chunk per
+  axis-0 plane, so a slice along axis 1 or 2 decompresses the whole volume; with runs, a batch touches
+  about ``batch_size / slices_per_case_load`` cases and each is decompressed once (:meth:`volumes`) for all
+  its slices. Cases whose slices in the batch are all along axis 0 are read plane by plane instead.
 - Batch ``b`` of the endless stream is rows ``b % iterations`` of the plan of epoch ``b // iterations``, and
   everything random inside it (crop positions, D4 transforms) is seeded from ``(seed, stream, b)``. Worker
   ``w`` of ``N`` makes batches ``w, w + N, ...``, so the stream's content does not depend on the number of
@@ -45,6 +50,22 @@ def _draw(rng: np.random.Generator, pool_size: int, count: int) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def group_into_runs(rows: np.ndarray, rng: np.random.Generator, run_length: int) -> np.ndarray:
+    """``rows`` (first column: case) reordered as shuffled runs of up to ``run_length`` rows of one case.
+
+    Every row is kept exactly once; with ``run_length`` 1 this is a plain random permutation.
+    """
+    rows = rows[rng.permutation(len(rows))]
+    rows = rows[np.argsort(rows[:, 0], kind="stable")]  # each case's rows together, in random order
+    if len(rows) == 0:
+        return rows
+    case_start = np.r_[0, np.flatnonzero(np.diff(rows[:, 0])) + 1]
+    position = np.arange(len(rows)) - np.repeat(case_start, np.diff(np.r_[case_start, len(rows)]))
+    run = np.cumsum(position % run_length == 0) - 1
+    run_rank = np.argsort(rng.permutation(run[-1] + 1))
+    return rows[np.argsort(run_rank[run], kind="stable")]
+
+
 def crop_window(rng: np.random.Generator, size: int, crop: int, must_contain: int | None) -> int:
     """Lower corner of a ``crop``-long window on an axis of ``size`` (may start < 0 or end > size when
     the axis is shorter than the crop: padding), containing ``must_contain`` when given."""
@@ -59,7 +80,8 @@ class BalancedSliceLoader(SlimDataLoaderBase):
 
     def __init__(self, dataset, index: SliceIndex, batch_size: int, neighbours: int, crop_size: tuple[int, int],
                  foreground_fraction: float, iterations_per_epoch: int, transforms, seed: int, stream: int = 0,
-                 num_workers: int = 1, start_epoch: int = 0, ignore_label: int | None = None):
+                 num_workers: int = 1, start_epoch: int = 0, ignore_label: int | None = None,
+                 slices_per_case_load: int = 1):
         super().__init__(dataset, batch_size, max(1, num_workers))
         self.index = index
         self.neighbours = int(neighbours)
@@ -71,7 +93,9 @@ class BalancedSliceLoader(SlimDataLoaderBase):
         self.stream = int(stream)
         self.first_batch = int(start_epoch) * self.iterations_per_epoch
         self.ignore_label = ignore_label
+        self.slices_per_case_load = int(slices_per_case_load)
         self._made = 0
+        self._cached: tuple | None = None  # (case, whole, data, seg) of the last case read
         self._plan_epoch: int | None = None
         self._plan: np.ndarray | None = None
 
@@ -80,7 +104,7 @@ class BalancedSliceLoader(SlimDataLoaderBase):
         return self.iterations_per_epoch * self.batch_size
 
     def epoch_plan(self, epoch: int) -> np.ndarray:
-        """Rows ``(case, axis, index, is_foreground)`` of epoch ``epoch``, shuffled."""
+        """Rows ``(case, axis, index, is_foreground)`` of epoch ``epoch``, shuffled in runs per case."""
         rng = np.random.default_rng([self.seed, self.stream, EPOCH_STREAM, epoch])
         n = self.examples_per_epoch
         n_fg = int(round(n * self.foreground_fraction))
@@ -92,7 +116,7 @@ class BalancedSliceLoader(SlimDataLoaderBase):
         empty = self.index.empty[_draw(rng, len(self.index.empty), n - n_fg)]
         rows = np.concatenate([np.column_stack([fg, np.ones(len(fg), np.int32)]),
                                np.column_stack([empty, np.zeros(len(empty), np.int32)])])
-        return rows[rng.permutation(n)]
+        return group_into_runs(rows, rng, self.slices_per_case_load)
 
     def batch_rows(self, b: int) -> np.ndarray:
         epoch, j = divmod(b, self.iterations_per_epoch)
@@ -100,11 +124,25 @@ class BalancedSliceLoader(SlimDataLoaderBase):
             self._plan, self._plan_epoch = self.epoch_plan(epoch), epoch
         return self._plan[j * self.batch_size:(j + 1) * self.batch_size]
 
-    def example(self, rng: np.random.Generator, row: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, str]:
-        """Stacked, cropped (not yet augmented) image and label of one slice, plus a readable key."""
+    def volumes(self, case: int, whole: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Image and segmentation of ``case``, decompressed into memory when ``whole`` (needed for slices
+        along axes 1/2, which touch every axis-0 chunk), else nnU-Net's lazy arrays (an axis-0 slice reads
+        only its own planes). The last case is kept, so consecutive slices of one case read it once."""
+        if self._cached is not None and self._cached[0] == case and (self._cached[1] or not whole):
+            return self._cached[2], self._cached[3]
+        self._cached = None  # free the previous volume before reading the next
+        data, seg, _, _ = self._data.load_case(self.index.identifiers[case])
+        if whole:
+            data, seg = np.asarray(data[:]), np.asarray(seg[:])
+        self._cached = (case, whole, data, seg)
+        return data, seg
+
+    def example(self, rng: np.random.Generator, row: np.ndarray, data: np.ndarray,
+                seg: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """Stacked, cropped (not yet augmented) image and label of one slice of ``data``/``seg`` (the
+        row's case), plus a readable key."""
         case, axis, idx, is_fg = (int(v) for v in row)
         identifier = self.index.identifiers[case]
-        data, seg, _, _ = self._data.load_case(identifier)
         image = stack_slice(data, axis, idx, self.neighbours)
         label = stack_slice(seg, axis, idx, 0)
         anchor = None
@@ -123,14 +161,20 @@ class BalancedSliceLoader(SlimDataLoaderBase):
         return image, label, f"{identifier}/axis{axis}/{idx}"
 
     def make_batch(self, b: int) -> dict:
-        """Batch ``b`` of the stream: a pure function of ``(seed, stream, b)``."""
+        """Batch ``b`` of the stream: a pure function of ``(seed, stream, b)``.
+
+        Slices are cut case by case (each case read once, see :meth:`volumes`) and put back in plan order
+        before augmentation, so the batch does not depend on what the worker read before."""
         rows = self.batch_rows(b)
         rng = np.random.default_rng([self.seed, self.stream, BATCH_STREAM, b])
-        images, labels, keys = [], [], []
+        off_plane = set(rows[rows[:, 1] != 0, 0].tolist())
+        examples: list = [None] * len(rows)
         with torch.random.fork_rng(devices=[]), threadpool_limits(limits=1, user_api=None), torch.no_grad():
             torch.manual_seed(int(rng.integers(2 ** 62)))
-            for row in rows:
-                image, label, key = self.example(rng, row)
+            for j in np.argsort(rows[:, 0], kind="stable"):
+                examples[j] = self.example(rng, rows[j], *self.volumes(int(rows[j, 0]), int(rows[j, 0]) in off_plane))
+            images, labels, keys = [], [], []
+            for image, label, key in examples:
                 if self.transforms is not None:
                     out = self.transforms(image=image, segmentation=label)
                     image, label = out["image"], out["segmentation"]

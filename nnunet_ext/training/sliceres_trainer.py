@@ -128,7 +128,8 @@ class SliceResTrainer(BudgetMixin, nnUNetTrainer):
         n_train, n_val = max(1, n_proc), max(1, n_proc // 2)
         common = dict(batch_size=self.batch_size, neighbours=s["neighbours"], crop_size=s["crop_size"],
                       foreground_fraction=s["foreground_fraction"], seed=seed,
-                      ignore_label=self.label_manager.ignore_label, start_epoch=self.current_epoch)
+                      ignore_label=self.label_manager.ignore_label, start_epoch=self.current_epoch,
+                      slices_per_case_load=s["slices_per_case_load"])
         dl_tr = BalancedSliceLoader(dataset_tr, index_tr, iterations_per_epoch=self.num_iterations_per_epoch,
                                     transforms=training_transforms(label_transforms, s["augmentation_probability"]),
                                     stream=2 * self.local_rank + TRAIN_STREAM, num_workers=n_train, **common)

@@ -170,6 +170,19 @@ def test_slices_per_case_load_is_validated():
     assert settings.build({}, 4, [1, 1, 1], 100)["slices_per_case_load"] == 8
 
 
+def test_in_memory_and_blosc2_reads_give_identical_examples(dataset, tmp_path):
+    """Decompressed volumes are cut to the crop window before stacking; blosc2 ones are stacked whole."""
+    loader = make_loader(dataset, tmp_path, crop_size=(4, 4))  # smaller than every plane: the cut matters
+    rows = np.concatenate([np.column_stack([loader.index.foreground, np.ones(len(loader.index.foreground))]),
+                           np.column_stack([loader.index.empty, np.zeros(len(loader.index.empty))])]).astype(int)
+    for row in rows:
+        case = int(row[0])
+        whole = loader.example(np.random.default_rng(row.tolist()), row, *loader.volumes(case, whole=True))
+        lazy = loader.example(np.random.default_rng(row.tolist()), row, *loader.volumes(case, whole=False))
+        assert torch.equal(whole[0], lazy[0]) and torch.equal(whole[1], lazy[1]), row
+        assert whole[0].shape == (N_MOD * 5, 4, 4)
+
+
 def test_crop_window_contains_anchor_and_pads_small_axes():
     rng = np.random.default_rng(0)
     for _ in range(200):

@@ -75,6 +75,21 @@ def crop_window(rng: np.random.Generator, size: int, crop: int, must_contain: in
     return int(rng.integers(lo, hi + 1))
 
 
+def in_plane_window(volume: np.ndarray, axis: int, bbox: list[list[int]]) -> tuple[np.ndarray, list[list[int]]]:
+    """``volume`` (C, X, Y, Z) cut to the in-plane crop ``bbox`` of a slice along ``axis`` (clipped to the
+    volume), and ``bbox`` relative to the cut. Only for numpy arrays, where the cut is a free view and
+    stacking the window instead of whole planes saves most of the copying (gathers along the last axis are
+    slow); other arrays (blosc2) come back unchanged, since cutting them would decompress every plane."""
+    if not isinstance(volume, np.ndarray):
+        return volume, bbox
+    index, shifted = [slice(None)] * 4, []
+    for a, (lo, hi) in zip((a for a in range(3) if a != axis), bbox):
+        start, stop = max(lo, 0), min(hi, volume.shape[a + 1])
+        index[a + 1] = slice(start, stop)
+        shifted.append([lo - start, hi - start])
+    return volume[tuple(index)], shifted
+
+
 class BalancedSliceLoader(SlimDataLoaderBase):
     """Endless stream of balanced 2.5D batches ``{'data', 'target', 'keys'}`` (see module docstring)."""
 
@@ -143,7 +158,6 @@ class BalancedSliceLoader(SlimDataLoaderBase):
         row's case), plus a readable key."""
         case, axis, idx, is_fg = (int(v) for v in row)
         identifier = self.index.identifiers[case]
-        image = stack_slice(data, axis, idx, self.neighbours)
         label = stack_slice(seg, axis, idx, 0)
         anchor = None
         if is_fg:
@@ -156,7 +170,9 @@ class BalancedSliceLoader(SlimDataLoaderBase):
         for d, crop in enumerate(self.crop_size):
             lb = crop_window(rng, label.shape[d + 1], crop, None if anchor is None else int(anchor[d]))
             bbox.append([lb, lb + crop])
-        image = torch.from_numpy(crop_and_pad_nd(image, bbox, 0).astype(np.float32, copy=False))
+        window, window_bbox = in_plane_window(data, axis, bbox)
+        image = stack_slice(window, axis, idx, self.neighbours)
+        image = torch.from_numpy(crop_and_pad_nd(image, window_bbox, 0).astype(np.float32, copy=False))
         label = torch.from_numpy(crop_and_pad_nd(label, bbox, -1).astype(np.int16, copy=False))
         return image, label, f"{identifier}/axis{axis}/{idx}"
 

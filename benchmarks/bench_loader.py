@@ -10,7 +10,9 @@ and a data worker that is too slow starves the GPU. This script measures it wher
 Datasets (each planned once into ``WORK`` with ``nnunet-ext plan -c 2d``, reused on later runs):
 
 - ``realglio``: ``../shared/data/realglio-train`` linked (never copied); skipped when absent;
-- ``synthetic``: generated cases of BraTS size (4 modalities, 140x170x140, ``tests/synthetic.py``).
+- ``synthetic``: generated cases of BraTS size (4 modalities, 140x170x140, ``tests/synthetic.py``), each
+  linked ``--replicas`` times under new names in a second preprocessed dataset (symbolic links, no extra
+  disk), so that, as on BraTS with ~1250 cases, a batch's slices come from many different cases.
 
 Both loaders are built by their own trainer's ``get_dataloaders`` (``SliceResTrainer`` and stock
 ``nnUNetTrainer`` on fold ``all``) with ``nnUNet_n_proc_DA=0``, i.e. one in-process worker, and timed on
@@ -34,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 REALGLIO = ROOT.parent / "shared" / "data" / "realglio-train"
 DATASETS = {"realglio": 991, "synthetic": 992}
+REPLICA_ID = 993
 SYNTHETIC_SHAPE = (140, 170, 140)  # BraTS volumes cropped to the head, in voxels (z, y, x of the raw image)
 AXES_RUNS = ([0], [1], [2], [0, 1, 2])
 
@@ -47,6 +50,7 @@ def parse_args() -> argparse.Namespace:
                         help="SliceRes settings to compare (default: the plans' value)")
     parser.add_argument("--realglio", type=Path, default=REALGLIO, help="raw realglio-train folder")
     parser.add_argument("--synthetic-cases", type=int, default=3)
+    parser.add_argument("--replicas", type=int, default=16, help="links per synthetic case (1: use them as is)")
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--skip-realglio", action="store_true")
     return parser.parse_args()
@@ -84,7 +88,30 @@ def prepare(name: str, args: argparse.Namespace) -> str | None:
     if not (args.work / "nnUNet_preprocessed" / folder.name / "nnUNetPlans.json").exists():
         subprocess.run([sys.executable, "-m", "nnunet_ext.cli", "plan", "-d", str(dataset_id), "-c", "2d",
                         "-np", "2"], check=True)
+    if name == "synthetic" and args.replicas > 1:
+        return replicate(args.work / "nnUNet_preprocessed" / folder.name, args.replicas)
     return folder.name
+
+
+def replicate(source: Path, replicas: int) -> str:
+    """A preprocessed dataset whose 2d cases are ``replicas`` symbolic links to each case of ``source``."""
+    name = f"Dataset{REPLICA_ID}_SyntheticX{replicas}"
+    target = source.parent / name
+    if target.exists():
+        return name
+    tmp = Path(tempfile.mkdtemp(prefix=name, dir=source.parent))
+    for file in ("dataset.json", "dataset_fingerprint.json"):
+        (tmp / file).write_text((source / file).read_text())
+    plans = json.loads((source / "nnUNetPlans.json").read_text())
+    plans["dataset_name"] = name
+    (tmp / "nnUNetPlans.json").write_text(json.dumps(plans, indent=2))
+    data = source / plans["configurations"]["2d"]["data_identifier"]
+    (tmp / data.name).mkdir()
+    for file in sorted(data.iterdir()):
+        for r in range(replicas):
+            (tmp / data.name / f"r{r:03d}_{file.name}").symlink_to(file.resolve())
+    os.replace(tmp, target)
+    return name
 
 
 def time_batches(loader, warmup: int, batches: int) -> float:

@@ -25,7 +25,10 @@ from tests.synthetic import make_raw_dataset
 pytestmark = pytest.mark.e2e
 
 SMALL = ["--set", "crop_size=[32,32]", "--set", "batch_size=8", "--set", "epoch.mode=iterations",
-         "--set", "network.kwargs.widths=[8,16,32,64]", "--set", "network.kwargs.blocks_down=[1,1,1,1]"]
+         "--set", "network.kwargs.widths=[8,16,32,64]", "--set", "network.kwargs.blocks_down=[1,1,1,1]",
+         # seeded sampling and initialisation: a barely trained model has many near-tie voxels, and unseeded runs
+         # scattered the single-view agreement between Dice 0.985 and 0.999 (see README)
+         "--set", "seed=0"]
 
 
 def _run(args: list[str], env: dict[str, str]) -> None:

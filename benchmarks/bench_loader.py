@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from nnunet_ext.atomic import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 REALGLIO = ROOT.parent / "shared" / "data" / "realglio-train"
 DATASETS = {"realglio": 991, "synthetic": 992}
@@ -183,9 +185,7 @@ def main() -> int:
     meta = {"batches": args.batches, "warmup": args.warmup, "workers": 1, "cpu_count": os.cpu_count(),
             "load_average": os.getloadavg()}
     out = args.work / "bench_loader.json"
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
-    os.replace(tmp, out)
+    atomic_write_text(out, json.dumps({"meta": meta, "results": results}, indent=2))
     print(json.dumps(meta))
     print(table(results))
     print(f"written: {out}")

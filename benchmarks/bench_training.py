@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from nnunet_ext.atomic import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 DATASET_ID = 990
 TINY_SETTINGS = ["crop_size=[32,32]", "batch_size=4", "epoch.mode=iterations", "network.kwargs.widths=[8,16,32,64]"]
@@ -162,9 +164,7 @@ def main() -> int:
             "torch": torch.__version__, "nnUNet_n_proc_DA": os.environ.get("nnUNet_n_proc_DA"),
             "nnUNet_compile": os.environ.get("nnUNet_compile")}
     out = args.work / "bench_training.json"
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
-    os.replace(tmp, out)
+    atomic_write_text(out, json.dumps({"meta": meta, "results": results}, indent=2))
     print(json.dumps(meta))
     print(table(results))
     print(f"written: {out}")

@@ -9,7 +9,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from nnunet_ext.reporting.atomic import atomic_write_text
+from nnunet_ext.atomic import atomic_write_text
 from nnunet_ext.reporting.document import (
     Bullets,
     Document,
@@ -64,7 +64,7 @@ def test_atomic_write_keeps_old_file_on_error(tmp_path):
         tmp.write_text("half")
         raise RuntimeError("interrupted")
 
-    from nnunet_ext.reporting.atomic import atomic_write
+    from nnunet_ext.atomic import atomic_write
 
     with pytest.raises(RuntimeError):
         atomic_write(target, boom)

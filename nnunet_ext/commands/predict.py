@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from nnunet_ext.atomic import atomic_write_text
+
 NAME = "predict"
 HELP = "predict with a SliceRes model: 2.5D slices along several axes x in-plane transforms, averaged"
 RECORD_NAME = "sliceres_prediction.json"
@@ -159,7 +161,5 @@ def run(args: argparse.Namespace) -> int:
     record = {"model_folder": str(model_folder.resolve()), "folds": folds, "checkpoint": args.chk, "axes": axes,
               "transforms": list(transforms), "tile_step_size": args.step_size, "postprocessing": setting.to_json()}
     record_path = Path(args.o) / RECORD_NAME
-    tmp = record_path.with_name(f".{RECORD_NAME}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, record_path)
+    atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
     return 0

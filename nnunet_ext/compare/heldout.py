@@ -12,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-from nnunet_ext.reporting.atomic import atomic_write_text
+from nnunet_ext.atomic import atomic_write_text
 
 
 def dataset_cases(raw_dataset_folder: Path) -> dict[str, dict]:

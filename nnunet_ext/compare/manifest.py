@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nnunet_ext.reporting.atomic import atomic_write_text
+from nnunet_ext.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 MANIFEST_VERSION = 1

@@ -23,13 +23,13 @@ from typing import Any
 
 from tqdm import tqdm
 
+from nnunet_ext.atomic import atomic_write_text
 from nnunet_ext.compare.budget import Budget
 from nnunet_ext.compare.heldout import dataset_cases, ensure_splits, held_out, stage_cases
 from nnunet_ext.compare.manifest import StepCache
 from nnunet_ext.compare.methods import DEFAULT_PLANS, EXT_ENTRY, RESENC_PLANNER, RESENC_PLANS, Method, Variant
 from nnunet_ext.compare.process import probe_command, run_logged
 from nnunet_ext.discovery import environment_with_trainers
-from nnunet_ext.reporting.atomic import atomic_write_text
 
 log = logging.getLogger("nnunet_ext.compare")
 

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from nnunet_ext.reporting.atomic import atomic_write_text
+from nnunet_ext.atomic import atomic_write_text
 
 
 def _peak_gpu_memory() -> dict[str, int | None]:

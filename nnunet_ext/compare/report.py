@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_ext.atomic import atomic_write_text
 from nnunet_ext.compare.heldout import dataset_cases
-from nnunet_ext.reporting.atomic import atomic_write_text
 from nnunet_ext.reporting.document import Bullets, Document, Figure, Heading, Paragraph, Table, write_report
 from nnunet_ext.reporting.figures import box_plot, overlay_figure
 from nnunet_ext.reporting.tables import (

@@ -11,13 +11,12 @@ import io
 import json
 import math
 import multiprocessing
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from nnunet_ext.atomic import atomic_write_text
 from nnunet_ext.evaluation.icc import icc_a1
 from nnunet_ext.evaluation.rules import RULES, Rules, parse_label_mapping
 from nnunet_ext.evaluation.scoring import absent_region_row, score_case
@@ -100,7 +99,7 @@ def _evaluate_cached(job: tuple[str, Path, Path, Rules, str, Path | None]) -> li
         except (json.JSONDecodeError, KeyError):
             pass
     rows = evaluate_case(reference, prediction, rules, labels_are)
-    _write_atomic(cache_file, json.dumps({"key": key, "rows": _json_safe(rows)}))
+    atomic_write_text(cache_file, json.dumps({"key": key, "rows": _json_safe(rows)}))
     return rows
 
 
@@ -184,13 +183,6 @@ def _json_safe(value):
     return value
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
-
-
 def _csv_value(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
@@ -206,8 +198,8 @@ def write_outputs(rows: list[dict], summary: dict, out_dir: str | Path) -> tuple
     for row in rows:
         writer.writerow([_csv_value(row.get(column)) for column in PER_CASE_COLUMNS])
     per_case, summary_file = out / "per_case.csv", out / "summary.json"
-    _write_atomic(per_case, buffer.getvalue())
-    _write_atomic(summary_file, json.dumps(_json_safe(summary), indent=1, allow_nan=False) + "\n")
+    atomic_write_text(per_case, buffer.getvalue())
+    atomic_write_text(summary_file, json.dumps(_json_safe(summary), indent=1, allow_nan=False) + "\n")
     return per_case, summary_file
 
 

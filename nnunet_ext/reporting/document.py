@@ -12,7 +12,7 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nnunet_ext.reporting.atomic import atomic_write_text
+from nnunet_ext.atomic import atomic_write_text
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from nnunet_ext.reporting.atomic import atomic_write  # noqa: E402
+from nnunet_ext.atomic import atomic_write  # noqa: E402
 
 #: label colours (by label value) in every overlay; the reference outline is always white
 LABEL_COLOURS = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6"]

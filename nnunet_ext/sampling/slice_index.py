@@ -8,14 +8,14 @@ re-preprocessing a case refreshes its entry.
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+from nnunet_ext.atomic import atomic_write
 
 CACHE_VERSION = 1
 
@@ -54,11 +54,8 @@ def _load_cache(cache_file: Path, ignore_label: int | None) -> dict:
 
 
 def _save_cache(cache_file: Path, cases: dict, ignore_label: int | None) -> None:
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_file.parent, prefix=cache_file.name, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        pickle.dump({"version": CACHE_VERSION, "ignore_label": ignore_label, "cases": cases}, f)
-    os.replace(tmp, cache_file)
+    content = pickle.dumps({"version": CACHE_VERSION, "ignore_label": ignore_label, "cases": cases})
+    atomic_write(cache_file, lambda tmp: tmp.write_bytes(content))
 
 
 def build_slice_index(dataset, axes: list[int], ignore_label: int | None, cache_file: Path) -> SliceIndex:

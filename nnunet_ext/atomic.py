@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader (or a resumed run) never sees a half-written report, manifest or figure."""
+"""Atomic file writes for the whole project: a reader (or a resumed run) never sees a half-written file."""
 
 from __future__ import annotations
 

@@ -10,7 +10,8 @@
 #
 # Environment: MINUTES training budget per method and fold (default 5), FOLDS (default "0": nnU-Net's 5-fold
 # split of 6 cases holds out 2 in fold 0, 1 in the others), NP worker processes (default 8), EXTRA further
-# `nnunet-ext compare` flags. nnUNet_compile defaults to f here: torch.compile's ~80 s warm-up would otherwise
+# `nnunet-ext compare` flags, DEVICE (default cuda; cpu only for a dry run of the pipeline).
+# nnUNet_compile defaults to f here: torch.compile's ~80 s warm-up would otherwise
 # eat into every method's time budget.
 #
 # Every step is cached in WORK/compare/manifest.json: when a device session's per-command limit stops the run,
@@ -34,7 +35,7 @@ export nnUNet_compile=${nnUNet_compile:-f} PYTHONUNBUFFERED=1
 mkdir -p "$nnUNet_preprocessed" "$nnUNet_results"
 
 # shellcheck disable=SC2086
-nnunet-ext compare -d 100 -f ${FOLDS:-0} --budget-minutes "${MINUTES:-5}" --rules brats-2023 --device cuda \
+nnunet-ext compare -d 100 -f ${FOLDS:-0} --budget-minutes "${MINUTES:-5}" --rules brats-2023 --device "${DEVICE:-cuda}" \
   -np "${NP:-8}" -o "$work/compare" ${EXTRA:-}
 
 dest=$root/benchmarks/compare_realglio

@@ -85,7 +85,8 @@ def _stock_predictor(plans: dict, configuration: str, n_modalities: int, device:
     return predictor, f"patch {conf.patch_size}, {2 ** len(mirror_axes)} mirrorings"
 
 
-def _sliceres_predictor(views, crop: int, widths: list[int], n_modalities: int, device: torch.device):
+def _sliceres_predictor(views, crop: int, widths: list[int], n_modalities: int, device: torch.device,
+                        slices_per_batch: int | None = None, step_size: float = 0.5):
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from nnunet_ext.inference.predictor import SliceResPredictor
@@ -93,10 +94,12 @@ def _sliceres_predictor(views, crop: int, widths: list[int], n_modalities: int, 
 
     network = SliceResNet(n_modalities, N_CLASSES, neighbours=2, widths=widths)
     manager = PlansManager({"configurations": {"2d": {"patch_size": [32, crop, crop], "architecture": {}}}})
-    predictor = SliceResPredictor(views=views, device=device, allow_tqdm=False)
+    predictor = SliceResPredictor(views=views, device=device, allow_tqdm=False, slices_per_batch=slices_per_batch,
+                                  tile_step_size=step_size)
     predictor.manual_initialization(network, manager, manager.get_configuration("2d"), [network.state_dict()],
                                     _dataset_json(n_modalities), "SliceResTrainer", (1, 2))
-    return predictor, f"crop {crop}, {len(views)} views, {count_parameters(network):,} parameters"
+    return predictor, (f"crop {crop}, {len(views)} views, {count_parameters(network):,} parameters, "
+                       f"{slices_per_batch or network.slices_per_forward} slices per forward, step {step_size}")
 
 
 def _time(predictor, data: torch.Tensor, device: torch.device, repeats: int) -> dict:
@@ -124,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="SliceRes view counts: 1 (axis 0), 8 (axis 0 x D4), 24 (3 axes x D4)")
     parser.add_argument("--no-stock", action="store_true", help="skip stock nnU-Net 3d_fullres and 2d")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per method (median is reported)")
+    parser.add_argument("--slices-per-batch", type=int,
+                        help="SliceRes slices per forward pass (default: the network's)")
+    parser.add_argument("--step-size", type=float, default=0.5, help="SliceRes in-plane tile step (nnU-Net's 0.5)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=Path("bench_inference.json"), help="JSON output file")
     args = parser.parse_args(argv)
@@ -140,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
 
     methods = {}
     for n in args.views:
-        methods[f"sliceres_{n}_views"] = lambda n=n: _sliceres_predictor(view_sets[n], crop, widths, shape[0], device)
+        methods[f"sliceres_{n}_views"] = lambda n=n: _sliceres_predictor(view_sets[n], crop, widths, shape[0], device,
+                                                                             args.slices_per_batch, args.step_size)
     if not args.no_stock:
         plans = _stock_plans(shape[1:], shape[0])
         if args.tiny:  # shrink stock networks like ours so the smoke test stays quick

@@ -55,7 +55,7 @@ class SliceResNet(nn.Module):
 
     def __init__(self, input_channels: int, num_classes: int, neighbours: int = 2,
                  widths: Sequence[int] = (32, 64, 128, 256), blocks_down: Sequence[int] = (1, 2, 2, 4),
-                 blocks_up: Sequence[int] = (1, 1, 1), slices_per_forward: int = 64,
+                 blocks_up: Sequence[int] = (1, 1, 1), slices_per_forward: int = 128,
                  deep_supervision: bool = False):
         super().__init__()
         if deep_supervision:

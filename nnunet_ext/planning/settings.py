@@ -51,8 +51,10 @@ DEFAULTS: dict[str, Any] = {
     "epoch": {"mode": "all_slices", "iterations_per_epoch": 250, "val_iterations_per_epoch": 50},
     "network": {
         "class_name": NETWORK_CLASS,
+        # slices_per_forward (prediction batch): 24 views of a 4x155x240x240 case on an H100 took 10.2 s at 32,
+        # 4.0 s at 128 and 3.5 s at 512, peak 1.0 / 1.3 / 1.8 GiB (benchmarks/results/2026-11-22_h100)
         "kwargs": {"widths": [32, 64, 128, 256], "blocks_down": [1, 2, 2, 4], "blocks_up": [1, 1, 1],
-                   "slices_per_forward": 64},
+                   "slices_per_forward": 128},
     },
     "loss": {"focal_gamma": 2.0, "focal_alpha": "inverse_frequency", "dice_eps": 1e-5,
              "focal_weight": 1.0, "dice_weight": 1.0},

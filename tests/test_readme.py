@@ -15,27 +15,11 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from readme_blocks import readme_commands
 
 from nnunet_ext.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
-
-
-def readme_commands() -> list[str]:
-    """Command lines of the README's bash blocks, comments removed, ``for ...; do X; done`` unwrapped to X."""
-    commands = []
-    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S):
-        for line in block.splitlines():
-            tokens = shlex.split(line, comments=True)
-            if not tokens:
-                continue
-            text = shlex.join(tokens)
-            loop = re.fullmatch(r"for (\w+) in .*?; do (.*); done", " ".join(tokens))
-            if loop:
-                text = loop.group(2).replace(f"${loop.group(1)}", "0")
-            commands.append(text)
-    return commands
 
 
 @cache

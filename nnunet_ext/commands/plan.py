@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a SliceRes setting, dotted key and JSON value, e.g. "
                              "--set loss.focal_gamma=1.5 --set axes=[0] (repeatable; applied after --preset)")
-    parser.add_argument("-np", "--num-processes", type=int, default=4, help="worker processes (default 4)")
+    parser.add_argument("-np", "--num-processes", type=int,
+                        help="worker processes (default: nnU-Net's, i.e. $nnUNet_def_n_proc or 8)")
     parser.add_argument("--no-preprocess", action="store_true", help="only check, fingerprint and plan")
     parser.add_argument("--no-check", action="store_true",
                         help="skip the per-case raw data checks (geometry, NaN/inf, label values)")
@@ -33,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
+    from nnunetv2.configuration import default_num_processes
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
         extract_fingerprint_dataset,
         preprocess_dataset,
@@ -55,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = settings.deep_merge(overrides, settings.parse_set(args.overrides))
     settings.check_known_keys(overrides)
 
+    args.num_processes = args.num_processes or default_num_processes
     raw_folder = Path(nnUNet_raw) / dataset_name
     cases, _, _ = case_checks.raw_dataset_cases(raw_folder)
     if not cases:

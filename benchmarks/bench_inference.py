@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nnunet_ext.atomic import atomic_write_text
+
 N_CLASSES = 5  # BraTS-GLI: background, NETC, SNFH, ET, RC
 
 
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {"shape": list(shape), "device": str(device),
               "device_name": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),
               "torch_threads": torch.get_num_threads(), "tiny": args.tiny, "results": results}
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
     print(f"\nshape {list(shape)} on {record['device_name'] or device} ({record['torch_threads']} threads)")
     print(f"{'method':<22} {'s/case':>9} {'peak GPU MiB':>13}  detail")
     for r in results:

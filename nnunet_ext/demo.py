@@ -96,9 +96,9 @@ def demo_environment(out: Path, device: str) -> dict[str, str]:
 def run_demo(task_name: str, out: Path, profile: Profile, budget: Budget, device: str, num_processes: int = 2,
              echo: bool = True, seed: int = 0) -> dict[str, object]:
     """Run (or resume) the demo; returns the key numbers (wall time, Dice per region, paths)."""
-    from dataset_conversion import brats_gli
-    from dataset_conversion.demo_data import write_demo_dataset
-    from dataset_conversion.splits import grouped_splits, write_splits
+    from nnunet_ext.dataset_conversion import brats_gli
+    from nnunet_ext.dataset_conversion.demo_data import write_demo_dataset
+    from nnunet_ext.dataset_conversion.splits import grouped_splits, write_splits
 
     task = TASKS[task_name]
     out = Path(out).resolve()

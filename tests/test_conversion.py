@@ -18,9 +18,9 @@ import pytest
 import SimpleITK as sitk
 from conftest import subprocess_env
 
-from dataset_conversion import brats_gli
-from dataset_conversion.demo_data import write_demo_dataset
-from dataset_conversion.splits import grouped_splits
+from nnunet_ext.dataset_conversion import brats_gli
+from nnunet_ext.dataset_conversion.demo_data import write_demo_dataset
+from nnunet_ext.dataset_conversion.splits import grouped_splits
 
 SHAPE = (48, 48, 32)
 GLI_CASES, GLI_UNLABELLED = 7, 1

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import SimpleITK as sitk
 
-from dataset_conversion.demo_data import GLI_MODALITIES, make_gli_case, make_men_rt_case
+from nnunet_ext.dataset_conversion.demo_data import GLI_MODALITIES, make_gli_case, make_men_rt_case
 
 SMALL = (48, 48, 32)
 

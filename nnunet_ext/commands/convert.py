@@ -54,10 +54,10 @@ def _root(explicit: Path | None, env: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataset_conversion import brats_gli, men_rt
-    from dataset_conversion.raw_dataset import convert
-    from dataset_conversion.splits import grouped_splits, write_splits
     from nnunet_ext.case_checks import CaseCheckError, format_summary
+    from nnunet_ext.dataset_conversion import brats_gli, men_rt
+    from nnunet_ext.dataset_conversion.raw_dataset import convert
+    from nnunet_ext.dataset_conversion.splits import grouped_splits, write_splits
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     if not 1 <= args.dataset_id <= 999:

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataset_conversion.demo_data import write_demo_dataset
+    from nnunet_ext.dataset_conversion.demo_data import write_demo_dataset
 
     if args.num_cases < 1 or not 0 <= args.unlabelled <= args.num_cases:
         print("error: need -n >= 1 and 0 <= --unlabelled <= -n")

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataset_conversion.export_brats import ExportError, export_predictions
+    from nnunet_ext.dataset_conversion.export_brats import ExportError, export_predictions
 
     try:
         written = export_predictions(args.pred_dir, args.out_dir, args.task, args.raw, args.dataset,

@@ -27,13 +27,14 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterable, Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 SLICERES_KEY = "sliceres"
 SLICERES_CONFIGURATION = "2d"
 NETWORK_CLASS = "nnunet_ext.network.sliceres_net.SliceResNet"
-PRESET_FOLDER = Path(__file__).resolve().parents[2] / "plans"
+PRESET_PACKAGE = "nnunet_ext.presets"  # shipped as package data, so presets work from a wheel too
 EPOCH_MODES = ("all_slices", "iterations")
 ANISOTROPY_THRESHOLD = 3.0  # nnunetv2.configuration.ANISO_THRESHOLD, repeated to keep this module import-light
 DEFAULT_WINDOW_DEPTH = 32
@@ -97,17 +98,25 @@ def parse_set(items: Iterable[str]) -> dict[str, Any]:
     return overrides
 
 
+def shipped_presets() -> list[str]:
+    """Names of the presets shipped with the package (``nnunet_ext/presets/<name>.json``)."""
+    return sorted(entry.name[:-5] for entry in resources.files(PRESET_PACKAGE).iterdir()
+                  if entry.name.endswith(".json"))
+
+
 def load_preset(name_or_path: str) -> dict[str, Any]:
-    """A preset from ``plans/<name>.json`` (shipped) or any JSON file path: a partial ``sliceres`` block."""
+    """A shipped preset by name (see :func:`shipped_presets`) or any JSON file path: a partial ``sliceres`` block."""
     path = Path(name_or_path)
-    if not path.is_file():
-        path = PRESET_FOLDER / f"{name_or_path}.json"
-    if not path.is_file():
-        available = sorted(p.stem for p in PRESET_FOLDER.glob("*.json"))
-        raise FileNotFoundError(f"preset {name_or_path!r} is neither a file nor one of {available}")
-    preset = json.loads(path.read_text())
+    if path.is_file():
+        where, text = str(path), path.read_text()
+    elif name_or_path in shipped_presets():
+        where = f"preset {name_or_path!r}"
+        text = resources.files(PRESET_PACKAGE).joinpath(f"{name_or_path}.json").read_text()
+    else:
+        raise FileNotFoundError(f"preset {name_or_path!r} is neither a file nor one of {shipped_presets()}")
+    preset = json.loads(text)
     if not isinstance(preset, dict):
-        raise ValueError(f"preset {path} must hold a JSON object (a partial sliceres block)")
+        raise ValueError(f"{where} must hold a JSON object (a partial sliceres block)")
     preset.pop("description", None)
     return preset
 

@@ -27,7 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from dataset_conversion.files import remove_partials, write_image
+from nnunet_ext.dataset_conversion.files import remove_partials, write_image
 
 GLI_MODALITIES = ("t1n", "t1c", "t2w", "t2f")
 GLI_SHAPE = (240, 240, 155)

@@ -23,8 +23,8 @@ from typing import Any
 
 import SimpleITK as sitk
 
-from dataset_conversion.raw_dataset import DatasetSpec, SourceCase
 from nnunet_ext.case_checks import Problem
+from nnunet_ext.dataset_conversion.raw_dataset import DatasetSpec, SourceCase
 
 CASE_PATTERN = re.compile(r"^BraTS[-_]MEN[-_]RT[-_](?P<patient>\d+)[-_](?P<scan>\d+)[-_](?P<key>t1c|gtv)"
                           r"\.nii(?:\.gz)?$")

@@ -28,8 +28,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from dataset_conversion.raw_dataset import DatasetSpec, SourceCase
 from nnunet_ext.case_checks import Problem
+from nnunet_ext.dataset_conversion.raw_dataset import DatasetSpec, SourceCase
 
 MODALITIES = ("t1n", "t1c", "t2w", "t2f")
 CHANNEL_NAMES = {0: "T1", 1: "T1C", 2: "T2W", 3: "T2F"}  # as nnU-Net's Dataset226 (all non-CT: z-score)

@@ -26,9 +26,9 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from dataset_conversion import brats_gli, men_rt
-from dataset_conversion.files import remove_partials, write_image
-from dataset_conversion.raw_dataset import RECORDS
+from nnunet_ext.dataset_conversion import brats_gli, men_rt
+from nnunet_ext.dataset_conversion.files import remove_partials, write_image
+from nnunet_ext.dataset_conversion.raw_dataset import RECORDS
 
 TASKS = ("gli", "men-rt")
 CHALLENGE_LABELS = {"gli": (0, 1, 2, 3, 4), "men-rt": (0, 1)}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset_conversion.files import write_json
+from nnunet_ext.dataset_conversion.files import write_json
 
 N_FOLDS = 5
 

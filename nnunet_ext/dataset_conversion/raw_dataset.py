@@ -26,7 +26,8 @@ from typing import Any
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from dataset_conversion.files import (
+from nnunet_ext.case_checks import CaseFiles, Problem, check_cases, format_summary, raise_if_problems
+from nnunet_ext.dataset_conversion.files import (
     PARTIAL,
     Manifest,
     copy_file,
@@ -36,12 +37,11 @@ from dataset_conversion.files import (
     write_image,
     write_json,
 )
-from nnunet_ext.case_checks import CaseFiles, Problem, check_cases, format_summary, raise_if_problems
 
 FILE_ENDING = ".nii.gz"
 MANIFEST = "conversion_manifest.json"
 RECORDS = "conversion_records"
-log = logging.getLogger("dataset_conversion")
+log = logging.getLogger("nnunet_ext.dataset_conversion")
 
 
 @dataclass(frozen=True)

@@ -41,9 +41,29 @@ def stack_window(window: torch.Tensor, neighbours: int) -> torch.Tensor:
     Slice ``d`` gets slices ``d-k .. d+k`` of the block, the block's first and last slices repeated beyond
     its ends. When the block spans the whole volume along D this is exactly the training input.
     """
-    c, d, h, w = window.shape
-    idx = torch.from_numpy(np.clip(np.arange(d)[:, None] + np.arange(-neighbours, neighbours + 1)[None], 0, d - 1))
-    idx = idx.to(window.device)
-    # (C, D, 2k+1, H, W) gathered along D
-    gathered = window[:, idx.reshape(-1)].reshape(c, d, 2 * neighbours + 1, h, w)
-    return gathered.permute(1, 0, 2, 3, 4).reshape(d, c * (2 * neighbours + 1), h, w)
+    return stack_slices(window, torch.arange(window.shape[1], device=window.device), neighbours)
+
+
+def stack_slices(volume: torch.Tensor, centres: torch.Tensor, neighbours: int) -> torch.Tensor:
+    """2.5D inputs (len(centres), C * (2k+1), H, W) for slices ``centres`` of a (C, D, H, W) stack, edges repeated.
+
+    Gathers only the slices that are needed, so memory grows with the number of centres, not with the depth.
+    """
+    c, d, h, w = volume.shape
+    offsets = torch.arange(-neighbours, neighbours + 1, device=centres.device)
+    idx = (centres.long()[:, None] + offsets[None]).clamp_(0, d - 1).to(volume.device)
+    # (C, B, 2k+1, H, W) gathered along D
+    gathered = volume[:, idx.reshape(-1)].reshape(c, len(centres), 2 * neighbours + 1, h, w)
+    return gathered.permute(1, 0, 2, 3, 4).reshape(len(centres), c * (2 * neighbours + 1), h, w)
+
+
+def empty_input_slices(volume: torch.Tensor, neighbours: int) -> torch.Tensor:
+    """(D,) bool: slices of a (C, D, H, W) stack whose whole 2.5D input (the slice and its neighbours) is zero.
+
+    Their prediction is the network's prediction for an all-zero input, which needs computing only once.
+    """
+    occupied = volume.abs().amax(dim=(0, 2, 3)) > 0
+    d = occupied.shape[0]
+    offsets = torch.arange(-neighbours, neighbours + 1, device=occupied.device)
+    idx = (torch.arange(d, device=occupied.device)[:, None] + offsets[None]).clamp_(0, d - 1)
+    return ~occupied[idx].any(dim=1)

@@ -8,7 +8,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 deps_venv=${VENV:-$root/.venv}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-"$deps_venv/bin/python" -m pip wheel -q --no-deps -w "$work/dist" "$root"
+# build from a copy of the tracked and unignored files, so no build/ or *.egg-info lands in the source tree
+mkdir "$work/source"
+(cd "$root" && git ls-files -co --exclude-standard | while read -r f; do [ -e "$f" ] && echo "$f"; done | tar -T - -cf -) | tar -xf - -C "$work/source"
+"$deps_venv/bin/python" -m pip wheel -q --no-deps -w "$work/dist" "$work/source"
 python3 -m venv "$work/venv"
 site=$("$work/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 "$deps_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > "$site/borrowed_deps.pth"

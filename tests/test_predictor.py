@@ -46,7 +46,7 @@ class EchoNet(nn.Module):
 
 
 def _predictor(network: nn.Module, views, regions: bool = False, patch=(8, 8),
-               parameters: list[dict] | None = None) -> SliceResPredictor:
+               parameters: list[dict] | None = None, tiles: bool = False) -> SliceResPredictor:
     n = network.n_modalities
     if regions:
         labels = {"background": 0, **{f"r{i}": list(range(i, n + 1)) for i in range(1, n + 1)}}
@@ -55,7 +55,7 @@ def _predictor(network: nn.Module, views, regions: bool = False, patch=(8, 8),
         dataset_json = {"labels": {"background": 0, **{f"l{i}": i for i in range(1, n)}}, "file_ending": ".nii.gz"}
     plans = {"configurations": {"2d": {"patch_size": [4, *patch], "architecture": {}}}}
     plans_manager = PlansManager(plans)
-    predictor = SliceResPredictor(views=views, device=torch.device("cpu"), allow_tqdm=False)
+    predictor = SliceResPredictor(views=views, device=torch.device("cpu"), allow_tqdm=False, tiles=tiles)
     predictor.manual_initialization(network, plans_manager, plans_manager.get_configuration("2d"),
                                     parameters or [network.state_dict()], dataset_json, "EchoTrainer", (1, 2))
     return predictor
@@ -74,10 +74,11 @@ def volume() -> torch.Tensor:
     return torch.randn((3, 6, 13, 11), generator=torch.Generator().manual_seed(0))
 
 
+@pytest.mark.parametrize("tiles", [False, True], ids=["whole_slices", "tiles"])
 @pytest.mark.parametrize("view", make_views(), ids=str)
 @pytest.mark.parametrize("offset", [0, 2], ids=["centre", "neighbour+2"])
-def test_every_view_maps_back_to_the_input(volume: torch.Tensor, view: View, offset: int) -> None:
-    predictor = _predictor(EchoNet(3, offset), [view])
+def test_every_view_maps_back_to_the_input(volume: torch.Tensor, view: View, offset: int, tiles: bool) -> None:
+    predictor = _predictor(EchoNet(3, offset), [view], tiles=tiles)
     probabilities = predictor.predict_probabilities(volume)
     expected = torch.softmax(_shifted(volume, view.axis, offset), dim=0)
     torch.testing.assert_close(probabilities, expected, rtol=0, atol=1e-5)
@@ -113,6 +114,123 @@ def test_non_slice_network_is_refused(volume: torch.Tensor) -> None:
     del network.neighbours
     with pytest.raises(TypeError, match="not a 2.5D SliceRes network"):
         _predictor(network, make_views([0], [0])).predict_probabilities(volume)
+
+
+class BoxNet(EchoNet):
+    """A local function: logits = 3x3 box sum (zero outside the input) of the echoed slice; needs planes divisible
+    by ``downsampling``, like SliceResNet, and optionally runs out of memory above ``max_pixels`` per call."""
+
+    downsampling = 8
+
+    def __init__(self, n_modalities: int, offset: int = 0, max_pixels: int | None = None):
+        super().__init__(n_modalities, offset)
+        self.max_pixels = max_pixels
+        self.calls: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[-2] % self.downsampling == 0 and x.shape[-1] % self.downsampling == 0, x.shape
+        self.calls.append(tuple(x.shape))
+        if self.max_pixels is not None and x.shape[0] * x.shape[-2] * x.shape[-1] > self.max_pixels:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (stand-in)")
+        echoed = super().forward(x)
+        box = torch.ones((echoed.shape[1], 1, 3, 3), dtype=echoed.dtype)
+        return torch.nn.functional.conv2d(echoed, box, padding=1, groups=echoed.shape[1])
+
+
+def _box_reference(volume: torch.Tensor, view: View, offset: int) -> torch.Tensor:
+    """Softmax of the 3x3 box sum over each slice plane of ``view``, computed directly on the unpadded volume."""
+    from nnunet_ext.inference.views import from_view, to_view
+
+    planes = to_view(_shifted(volume, view.axis, offset), view).transpose(0, 1)  # (D, C, H, W)
+    box = torch.ones((planes.shape[1], 1, 3, 3))
+    summed = torch.nn.functional.conv2d(planes, box, padding=1, groups=planes.shape[1]).transpose(0, 1)
+    return torch.softmax(from_view(summed, view), dim=0)
+
+
+@pytest.mark.parametrize("view", make_views([0, 1, 2], [0, 1, 6]), ids=str)
+def test_whole_slices_equal_the_direct_plane_function_on_odd_planes(volume: torch.Tensor, view: View) -> None:
+    network = BoxNet(3, offset=1)
+    probabilities = _predictor(network, [view]).predict_probabilities(volume)
+    assert probabilities.shape == (3, *volume.shape[1:])
+    torch.testing.assert_close(probabilities, _box_reference(volume, view, 1), rtol=0, atol=1e-5)
+    assert all(shape[-2] % 8 == 0 and shape[-1] % 8 == 0 for shape in network.calls)
+
+
+def test_tiles_agree_with_whole_slices_inside_each_tile(volume: torch.Tensor) -> None:
+    """A 3x3 function differs only where a tile border cuts its support; whole slices are exact everywhere."""
+    view = View(0, 0)
+    whole = _predictor(BoxNet(3), [view]).predict_probabilities(volume)
+    tiled = _predictor(BoxNet(3), [view], tiles=True, patch=(16, 16)).predict_probabilities(volume)
+    # one 16x16 tile covers the whole (13, 11) plane: no tile border inside the volume
+    torch.testing.assert_close(tiled, whole, rtol=0, atol=1e-5)
+
+
+def test_batched_views_equal_one_view_at_a_time(volume: torch.Tensor) -> None:
+    views = make_views()
+    together = _predictor(BoxNet(3, offset=-2), views).predict_probabilities(volume)
+    one_by_one = sum(_predictor(BoxNet(3, offset=-2), [v]).predict_probabilities(volume) for v in views) / len(views)
+    torch.testing.assert_close(together, one_by_one, rtol=0, atol=1e-5)
+
+
+def test_transforms_of_an_axis_share_network_calls(volume: torch.Tensor) -> None:
+    network = BoxNet(3)
+    predictor = _predictor(network, make_views([0], range(8)))
+    predictor.slices_per_batch = 64
+    predictor.predict_probabilities(volume)
+    # plane 13x11 pads to 16x16 (square): the 8 transforms of 6 slices fit one call of 48 inputs
+    assert network.calls == [(48, 15, 16, 16)]
+
+
+def test_all_zero_inputs_are_predicted_once_and_exactly() -> None:
+    volume = torch.zeros((3, 12, 9, 10))
+    volume[:, 5:7] = torch.randn((3, 2, 9, 10), generator=torch.Generator().manual_seed(1))
+    network = BoxNet(3)
+    predictor = _predictor(network, [View(0, 0)])
+    predictor.slices_per_batch = 64
+    probabilities = predictor.predict_probabilities(volume)
+    torch.testing.assert_close(probabilities, _box_reference(volume, View(0, 0), 0), rtol=0, atol=1e-5)
+    # slices 3..8 see the data within 2 neighbours; the other 6 slices share one all-zero call
+    assert sorted(shape[0] for shape in network.calls) == [1, 6]
+
+
+def test_out_of_memory_halves_the_batch_then_falls_back_to_tiles(volume: torch.Tensor,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    view = View(1, 0)  # planes of 6 x 11 pixels, padded to 8 x 16 = 128
+    expected = _box_reference(volume, view, 0)
+    # 13 slices in one call fail, 2 fit: the batch halves until it fits and the result is unchanged
+    halved = _predictor(BoxNet(3, max_pixels=2 * 128), [view])
+    halved.slices_per_batch = 64
+    torch.testing.assert_close(halved.predict_probabilities(volume), expected, rtol=0, atol=1e-5)
+    assert "Out of memory" in capsys.readouterr().out and halved.slices_per_batch == 2
+    # not even one whole slice fits: 8x8 tiles (64 pixels) are used instead, with a message
+    tiled = _predictor(BoxNet(3, max_pixels=64), [view])
+    probabilities = tiled.predict_probabilities(volume)
+    assert "predicting this axis in tiles" in capsys.readouterr().out
+    assert probabilities.shape == expected.shape and torch.isfinite(probabilities).all()
+
+
+@pytest.mark.parametrize("bad", [0, -3])
+def test_non_positive_slices_per_batch_is_refused(bad: int) -> None:
+    with pytest.raises(ValueError, match="slices per batch must be a positive integer"):
+        SliceResPredictor(views=make_views([0], [0]), device=torch.device("cpu"), slices_per_batch=bad)
+
+
+def test_prediction_runs_with_nnunet_thread_cap(volume: torch.Tensor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nnU-Net's fold loop caps torch threads at default_num_processes while predicting and restores them."""
+    import nnunet_ext.inference.predictor as predictor_module
+
+    seen = []
+
+    class ThreadProbe(EchoNet):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(torch.get_num_threads())
+            return super().forward(x)
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(predictor_module, "default_num_processes", 1)
+    _predictor(ThreadProbe(3), [View(0, 0)]).predict_logits_from_preprocessed_data(volume)
+    assert seen and set(seen) == {1}
+    assert torch.get_num_threads() == before
 
 
 # ---------------------------------------------------------------------------------- `nnunet-ext predict` CLI

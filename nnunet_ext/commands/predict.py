@@ -29,7 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
     parser.add_argument("-f", nargs="+", help="folds to ensemble (default: every fold with a checkpoint)")
     parser.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint name (default: checkpoint_final.pth)")
-    parser.add_argument("-step_size", type=float, default=0.5, help="in-plane sliding-window step (default: 0.5)")
+    parser.add_argument("--tiles", action="store_true",
+                        help="predict each slice in training-crop-sized tiles with nnU-Net's Gaussian-weighted sliding "
+                             "window instead of whole (the default: one pass per slice)")
+    parser.add_argument("-step_size", type=float, default=0.5,
+                        help="with --tiles: in-plane sliding-window step (default: 0.5)")
     parser.add_argument("--axes", nargs="+", type=int, choices=(0, 1, 2),
                         help="slicing axes of the preprocessed array (default: the axes the model was trained on, "
                              "else 0 1 2)")
@@ -41,7 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--min-size per label; components: that; cascade: BraTS ET->TC->WT removal with "
                              "refill; none")
     parser.add_argument("--min-size", type=int, help="minimum component size in voxels (default: recorded, else 64)")
-    parser.add_argument("--slices-per-batch", type=int, help="slices per network call (default: the network's)")
+    parser.add_argument("--slices-per-batch", type=positive_int,
+                        help="2D inputs (slices x transforms) per network call (default: the network's "
+                             "slices_per_forward); halved automatically when out of memory")
     parser.add_argument("--save_probabilities", action="store_true", help="also write .npz/.pkl like nnU-Net")
     parser.add_argument("--continue_prediction", action="store_true", help="skip cases already predicted")
     parser.add_argument("-npp", type=int, default=3, help="preprocessing processes (default: 3)")
@@ -53,6 +59,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep image and results on the CPU, only the network on the device")
     parser.add_argument("--disable_progress_bar", action="store_true", help="no tqdm bars")
     parser.add_argument("--verbose", action="store_true", help="nnU-Net's verbose output")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def _device(name: str):
@@ -72,19 +89,19 @@ def _device(name: str):
     return torch.device(name)
 
 
+def _prediction_threads() -> int:
+    """Torch threads while predicting: nnU-Net's cap (default_num_processes) on the current setting."""
+    import torch
+    from nnunetv2.configuration import default_num_processes
+
+    return min(default_num_processes, torch.get_num_threads())
+
+
 def _postprocessing_setting(args: argparse.Namespace, model_folder, dataset_json: dict):
+    """``--postprocess``: auto is the model folder's record, else region-aware removal where the labels nest."""
     from nnunet_ext.inference import postprocessing as pp
 
-    recorded = pp.load_setting(model_folder)
-    if args.postprocess == "auto" and recorded is not None:
-        setting = recorded
-    else:
-        mode = "components" if args.postprocess == "auto" else args.postprocess
-        steps = pp.cascade_steps(pp.cascade_regions(dataset_json)) if mode == "cascade" else ()
-        setting = pp.Setting(mode, pp.DEFAULT_MIN_SIZE, cascade=steps)
-    if args.min_size is not None:
-        setting = pp.Setting(setting.mode, args.min_size, setting.connectivity, setting.cascade)
-    return setting
+    return pp.resolve_setting(args.postprocess, dataset_json, pp.load_setting(model_folder), args.min_size)
 
 
 def _part_case_ids(input_folder: str, file_ending: str, num_parts: int, part_id: int) -> list[str]:
@@ -131,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
     predictor = SliceResPredictor(views=make_views((0,), transforms), tile_step_size=args.step_size,
                                   perform_everything_on_device=not args.not_on_device, device=_device(args.device),
                                   verbose=args.verbose, verbose_preprocessing=args.verbose,
-                                  allow_tqdm=not args.disable_progress_bar, slices_per_batch=args.slices_per_batch)
+                                  allow_tqdm=not args.disable_progress_bar, slices_per_batch=args.slices_per_batch,
+                                  tiles=args.tiles)
     predictor.initialize_from_trained_model_folder(str(model_folder), folds, args.chk)
     trained_axes = predictor.configuration_manager.configuration.get("sliceres", {}).get("axes")
     predictor.views = make_views(args.axes or trained_axes or (0, 1, 2), transforms)
@@ -144,8 +162,10 @@ def run(args: argparse.Namespace) -> int:
         _remove_unreadable_outputs(args.o, case_ids, file_ending,
                                    predictor.plans_manager.image_reader_writer_class())
     axes = sorted({v.axis for v in predictor.views})
+    inference = f"tiles (step {args.step_size})" if args.tiles else "whole slices"
     print(f"SliceRes prediction: {len(predictor.views)} views (axes {axes} x transforms {list(transforms)}), "
-          f"folds {folds}, post-processing {setting.mode} (min size {setting.min_size})")
+          f"folds {folds}, {inference}, post-processing {setting.mode} (min size {setting.min_size}), "
+          f"device {args.device} with {_prediction_threads()} torch threads")
     if args.npp == 0 and args.nps == 0:
         if args.num_parts > 1:
             raise SystemExit("-npp 0 -nps 0 (sequential mode) does not support -num_parts, as in nnU-Net")
@@ -159,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
     if setting.mode != "none":
         pp.postprocess_folder(args.o, args.o, setting, case_ids, max(1, args.nps))
     record = {"model_folder": str(model_folder.resolve()), "folds": folds, "checkpoint": args.chk, "axes": axes,
-              "transforms": list(transforms), "tile_step_size": args.step_size, "postprocessing": setting.to_json()}
+              "transforms": list(transforms), "tiles": args.tiles, "tile_step_size": args.step_size,
+              "postprocessing": setting.to_json()}
     record_path = Path(args.o) / RECORD_NAME
     atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
     return 0

@@ -1,4 +1,4 @@
-"""``SliceResPredictor``: nnU-Net's predictor with exact multi-view 2.5D sliding-window inference.
+"""``SliceResPredictor``: nnU-Net's predictor with exact multi-view 2.5D inference.
 
 Only the per-case network evaluation is replaced; preprocessing, the fold loop's bookkeeping, export in
 original geometry, ``--save_probabilities``, ``--continue_prediction``, ``-num_parts/-part_id`` and the export
@@ -6,9 +6,13 @@ worker pool stay nnU-Net's own code.
 
 For every view (slicing axis x in-plane dihedral transform, see :mod:`nnunet_ext.inference.views`) each slice
 is predicted with its true 2.5D neighbours from the whole volume (edge slices repeated, exactly as in
-training), in-plane with nnU-Net's sliding window (``compute_steps_for_sliding_window``, Gaussian weights
-from ``compute_gaussian``). Probabilities, not logits, are averaged: Gaussian-weighted over overlapping
-tiles, then uniformly over views and over folds, in float32 whatever the network's autocast precision.
+training). By default each slice is predicted whole, in one pass (the network is fully convolutional; the plane
+is zero-padded to a multiple of its downsampling and cropped back), and the transforms of one axis go through
+the network together as one batch. ``tiles=True`` uses nnU-Net's in-plane sliding window instead
+(``compute_steps_for_sliding_window``, Gaussian weights from ``compute_gaussian``) with the training crop as
+tile. Slices whose whole 2.5D input is zero get the network's prediction for an all-zero input, computed once.
+Probabilities, not logits, are averaged: over views and over folds, in float32 whatever the network's autocast
+precision (bfloat16 on CUDA devices that support it, else float16; float32 elsewhere).
 
 nnU-Net turns what the predictor returns into probabilities with the label manager's non-linearity (softmax,
 or sigmoid for region models). We therefore return ``log p`` (softmax) or ``logit p`` (sigmoid) of the mean
@@ -21,50 +25,76 @@ from collections.abc import Sequence
 
 import torch
 from acvl_utils.cropping_and_padding.padding import pad_nd_image
+from nnunetv2.configuration import default_num_processes
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
 from nnunetv2.utilities.helpers import dummy_context, empty_cache
 from torch._dynamo import OptimizedModule
 from tqdm import tqdm
 
-from nnunet_ext.inference.views import View, from_view, make_views, to_view, view_shape
-from nnunet_ext.slicing import stack_window
+from nnunet_ext import dihedral
+from nnunet_ext.inference.views import View, from_view, make_views, to_view
+from nnunet_ext.slicing import empty_input_slices, stack_slices
 
 # probabilities are clamped to [EPS, 1 - EPS] before log/logit so that the returned "logits" stay finite
 EPS = 1e-6
 
 
+class PlaneTooLarge(RuntimeError):
+    """Even one slice (with its transforms) does not fit through the network in one pass."""
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """CUDA's ``OutOfMemoryError`` or the CPU allocator's failure (a plain ``RuntimeError``)."""
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
 class SliceResPredictor(nnUNetPredictor):
     """nnU-Net predictor for 2.5D networks (with a ``neighbours`` attribute), averaging over ``views``.
 
-    ``slices_per_batch`` bounds memory: that many slices of one in-plane tile go through the network at once
-    (default: the network's ``slices_per_forward``). nnU-Net's mirroring is off; the views replace it.
+    ``slices_per_batch`` bounds memory: at most that many 2D inputs (slices x transforms) go through the
+    network at once (default: the network's ``slices_per_forward``); when a batch does not fit, it is halved,
+    and a plane too large for one pass falls back to tiles. nnU-Net's mirroring is off; the views replace it.
     """
 
     def __init__(self, views: Sequence[View] = make_views(), tile_step_size: float = 0.5, use_gaussian: bool = True,
                  perform_everything_on_device: bool = True, device: torch.device = torch.device("cuda"),
                  verbose: bool = False, verbose_preprocessing: bool = False, allow_tqdm: bool = True,
-                 slices_per_batch: int | None = None):
+                 slices_per_batch: int | None = None, tiles: bool = False):
         super().__init__(tile_step_size=tile_step_size, use_gaussian=use_gaussian, use_mirroring=False,
                          perform_everything_on_device=perform_everything_on_device, device=device, verbose=verbose,
                          verbose_preprocessing=verbose_preprocessing, allow_tqdm=allow_tqdm)
         if not views:
             raise ValueError("at least one view is needed")
+        if slices_per_batch is not None and slices_per_batch < 1:
+            raise ValueError(f"slices per batch must be a positive integer, got {slices_per_batch}")
         self.views = tuple(views)
         self.slices_per_batch = slices_per_batch
+        self.tiles = tiles
 
     # ----------------------------------------------------------------------------------------- nnU-Net hooks
     @torch.inference_mode()
     def predict_logits_from_preprocessed_data(self, data: torch.Tensor) -> torch.Tensor:
-        """Mean probability over folds (parameter sets) and views, returned as log/logit (see module doc)."""
-        total = None
-        for params in self.list_of_parameters:
-            network = self.network._orig_mod if isinstance(self.network, OptimizedModule) else self.network
-            network.load_state_dict(params)
-            probabilities = self.predict_probabilities(data).to("cpu")
-            total = probabilities if total is None else total.add_(probabilities)
-        total /= len(self.list_of_parameters)
-        return self.probabilities_to_logits(total)
+        """Mean probability over folds (parameter sets) and views, returned as log/logit (see module doc).
+
+        Threads as in nnU-Net's own fold loop: at most ``default_num_processes`` while predicting.
+        """
+        n_threads = torch.get_num_threads()
+        torch.set_num_threads(min(default_num_processes, n_threads))
+        try:
+            total = None
+            for params in self.list_of_parameters:
+                network = self.network._orig_mod if isinstance(self.network, OptimizedModule) else self.network
+                network.load_state_dict(params)
+                probabilities = self.predict_probabilities(data).to("cpu")
+                total = probabilities if total is None else total.add_(probabilities)
+            total /= len(self.list_of_parameters)
+            return self.probabilities_to_logits(total)
+        finally:
+            torch.set_num_threads(n_threads)
 
     @torch.inference_mode()
     def predict_sliding_window_return_logits(self, input_image: torch.Tensor) -> torch.Tensor:
@@ -95,8 +125,10 @@ class SliceResPredictor(nnUNetPredictor):
         """
         if not isinstance(input_image, torch.Tensor) or input_image.ndim != 4:
             raise ValueError(f"input_image must be a (C, X, Y, Z) tensor, got {getattr(input_image, 'shape', None)}")
-        self.network = self.network.to(self.device)
+        self.network = self.network.to(self.device, memory_format=torch.channels_last)
         self.network.eval()
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # whole slices: one input shape per axis and transform parity
         empty_cache(self.device)
         if self.perform_everything_on_device and self.device.type != "cpu":
             try:
@@ -108,32 +140,109 @@ class SliceResPredictor(nnUNetPredictor):
 
     def _average_views(self, image: torch.Tensor, results_device: torch.device) -> torch.Tensor:
         image = image.to(results_device, torch.float32)
-        patch = tuple(int(p) for p in self.configuration_manager.patch_size[-2:])
-        plans = [self._tiles(view_shape(image.shape[1:], view), patch) for view in self.views]
-        batch = self._batch_size()
-        total_forwards = sum(len(tiles) * -(-depth // batch) for depth, tiles in plans)
-        mean = None
-        with tqdm(total=total_forwards, desc=f"{len(self.views)} views", unit="batch",
-                  disable=not self.allow_tqdm) as progress:
-            for view, (_depth, tiles) in zip(self.views, plans):
-                probabilities = self._predict_view(image, view, patch, tiles, batch, progress)
-                mean = probabilities if mean is None else mean.add_(probabilities)
-                del probabilities
+        heads = self.label_manager.num_segmentation_heads
+        mean = torch.zeros((heads, *image.shape[1:]), dtype=torch.float32, device=results_device)
+        by_axis: dict[int, list[int]] = {}
+        for view in self.views:
+            by_axis.setdefault(view.axis, []).append(view.transform)
+        total = sum(image.shape[axis + 1] * len(transforms) for axis, transforms in by_axis.items())
+        with tqdm(total=total, desc=f"{len(self.views)} views", unit="slice", disable=not self.allow_tqdm) as progress:
+            for axis, transforms in by_axis.items():
+                stack = torch.movedim(image, axis + 1, 1)  # (C, D, H, W), a view of the image
+                if not self.tiles:
+                    try:
+                        axis_sum = self._predict_whole_slices(stack, transforms, progress)
+                        mean.add_(torch.movedim(axis_sum, 1, axis + 1))
+                        continue
+                    except PlaneTooLarge:
+                        print(f"Slices along axis {axis} (plane {tuple(stack.shape[-2:])}) do not fit through the "
+                              f"network in one pass; predicting this axis in tiles instead")
+                for t in transforms:
+                    mean.add_(self._predict_view_tiled(image, View(axis, t)))
+                    progress.update(stack.shape[1])
         return mean.div_(len(self.views))
-
-    def _tiles(self, shape: tuple[int, int, int], patch: tuple[int, int]) -> tuple[int, list[tuple[int, int]]]:
-        """Depth and in-plane tile origins of one view (after padding the plane to at least ``patch``)."""
-        depth, *plane = shape
-        plane = [max(s, p) for s, p in zip(plane, patch)]
-        steps = compute_steps_for_sliding_window(tuple(plane), patch, self.tile_step_size)
-        return depth, [(sx, sy) for sx in steps[0] for sy in steps[1]]
 
     def _batch_size(self) -> int:
         return int(self.slices_per_batch or getattr(self.network, "slices_per_forward", 32))
 
-    def _predict_view(self, image: torch.Tensor, view: View, patch: tuple[int, int],
-                      tiles: list[tuple[int, int]], batch: int, progress: tqdm) -> torch.Tensor:
-        """One view's probabilities mapped back to (heads, X, Y, Z) on ``image.device``."""
+    # ---------------------------------------------------------------------------------------- whole slices
+    def _predict_whole_slices(self, stack: torch.Tensor, transforms: Sequence[int], progress: tqdm) -> torch.Tensor:
+        """(heads, D, H, W) probabilities of every slice of ``stack`` (C, D, H, W), summed over ``transforms``."""
+        k = self.neighbours
+        multiple = int(getattr(self.network, "downsampling", 1))
+        padded, unpad = pad_nd_image(stack, None, "constant", {"value": 0}, True, [1, 1, multiple, multiple])
+        crop = (slice(None), slice(None), *unpad[-2:])
+        heads = self.label_manager.num_segmentation_heads
+        total = torch.zeros((heads, *stack.shape[1:]), dtype=torch.float32, device=stack.device)
+        empty = empty_input_slices(padded, k)
+        idle, active = torch.nonzero(empty).flatten(), torch.nonzero(~empty).flatten()
+        if len(idle):
+            zeros = padded.new_zeros((1, padded.shape[0] * (2 * k + 1), *padded.shape[-2:]))
+            probabilities = self._forward_transforms(zeros, transforms)[crop].to(total.device)
+            total.index_add_(1, idle.to(total.device), probabilities.expand(-1, len(idle), -1, -1))
+            progress.update(len(idle) * len(transforms))
+        position = 0
+        while position < len(active):  # the batch may shrink on the way (out of memory)
+            chunk = active[position:position + max(1, self._batch_size() // len(transforms))]
+            probabilities = self._predict_chunk(padded, chunk, transforms)[crop].to(total.device)
+            total.index_add_(1, chunk.to(total.device), probabilities)
+            progress.update(len(chunk) * len(transforms))
+            position += len(chunk)
+        return total
+
+    def _predict_chunk(self, padded: torch.Tensor, chunk: torch.Tensor, transforms: Sequence[int]) -> torch.Tensor:
+        """Summed probabilities (heads, len(chunk), H, W) of slices ``chunk``; halves the batch when out of memory."""
+        try:
+            return self._forward_transforms(stack_slices(padded, chunk, self.neighbours), transforms)
+        except RuntimeError as error:
+            if not is_out_of_memory(error):
+                raise
+        empty_cache(self.device)
+        if len(chunk) == 1:
+            raise PlaneTooLarge
+        half = (len(chunk) + 1) // 2
+        self.slices_per_batch = max(1, half * len(transforms))
+        print(f"Out of memory with {len(chunk) * len(transforms)} slices per network call; "
+              f"continuing with {self.slices_per_batch}")
+        return torch.cat([self._predict_chunk(padded, part, transforms) for part in chunk.split(half)], dim=1)
+
+    def _forward_transforms(self, inputs: torch.Tensor, transforms: Sequence[int]) -> torch.Tensor:
+        """(B, C', H, W) 2.5D inputs -> (heads, B, H, W) probabilities summed over the in-plane ``transforms``.
+
+        Transforms that give the same plane shape share one network call (odd ones swap H and W).
+        """
+        inputs = inputs.to(self.device, non_blocking=True)
+        square = inputs.shape[-2] == inputs.shape[-1]
+        groups: dict[int, list[int]] = {}
+        for t in transforms:
+            groups.setdefault(0 if square else t % 2, []).append(t)
+        total = None
+        n = inputs.shape[0]
+        for group in groups.values():
+            batch = torch.cat([dihedral.apply(inputs, t) for t in group])
+            probabilities = self._network_probabilities(batch)
+            for i, t in enumerate(group):
+                part = dihedral.invert(probabilities[:, i * n:(i + 1) * n], t)
+                total = part if total is None else total.add_(part)
+        return total
+
+    def _network_probabilities(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(N, C', H, W) -> (heads, N, H, W) float32 probabilities, under autocast on CUDA (as nnU-Net does)."""
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            logits = self.network(inputs)
+        return self.label_manager.apply_inference_nonlin(logits.float().transpose(0, 1))
+
+    def _autocast(self):
+        if self.device.type != "cuda":
+            return dummy_context()  # slow or unsupported elsewhere
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+
+    # ---------------------------------------------------------------------------------------------- tiles
+    def _predict_view_tiled(self, image: torch.Tensor, view: View) -> torch.Tensor:
+        """One view's probabilities mapped back to (heads, X, Y, Z) on ``image.device``, in-plane tiles."""
+        patch = tuple(int(p) for p in self.configuration_manager.patch_size[-2:])
         stack, unpad = pad_nd_image(to_view(image, view), patch, "constant", {"value": 0}, True)
         depth, height, width = stack.shape[1:]
         heads = self.label_manager.num_segmentation_heads
@@ -142,29 +251,17 @@ class SliceResPredictor(nnUNetPredictor):
         gaussian = (compute_gaussian(patch, sigma_scale=1. / 8, value_scaling_factor=1, dtype=torch.float32,
                                      device=image.device) if self.use_gaussian
                     else torch.ones(patch, dtype=torch.float32, device=image.device))
-        region = (slice(None), slice(None))
-        for sx, sy in tiles:
-            plane = (slice(sx, sx + patch[0]), slice(sy, sy + patch[1]))
-            tile = stack[(*region, *plane)]
-            for start in range(0, depth, batch):
-                stop = min(depth, start + batch)
-                probabilities = self._predict_slices(tile, start, stop).to(image.device)
-                accumulated[(slice(None), slice(start, stop), *plane)] += probabilities * gaussian
-                progress.update()
-            weights[plane] += gaussian
+        steps = compute_steps_for_sliding_window((height, width), patch, self.tile_step_size)
+        batch = self._batch_size()
+        for sx in steps[0]:
+            for sy in steps[1]:
+                plane = (slice(sx, sx + patch[0]), slice(sy, sy + patch[1]))
+                tile = stack[(slice(None), slice(None), *plane)]
+                for chunk in torch.arange(depth).split(batch):
+                    inputs = stack_slices(tile, chunk, self.neighbours)
+                    probabilities = self._network_probabilities(inputs.to(self.device, non_blocking=True))
+                    accumulated[(slice(None), slice(int(chunk[0]), int(chunk[-1]) + 1), *plane)] += \
+                        probabilities.to(image.device) * gaussian
+                weights[plane] += gaussian
         accumulated /= weights
-        return from_view(accumulated[(*region, *unpad[-2:])], view)
-
-    def _predict_slices(self, tile: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        """Probabilities (heads, stop-start, h, w) of slices ``start:stop`` of a (C, D, h, w) whole-depth tile.
-
-        Only the slices needed as neighbours are stacked, so memory grows with the batch, not with the depth;
-        edge repetition happens at the true ends of the volume only (the block reaches them exactly there).
-        """
-        k = self.neighbours
-        lo, hi = max(0, start - k), min(tile.shape[1], stop + k)
-        stacks = stack_window(tile[:, lo:hi], k)[start - lo:stop - lo].to(self.device, non_blocking=True)
-        # autocast only on CUDA, as nnU-Net does (slow or unsupported elsewhere)
-        with torch.autocast(self.device.type) if self.device.type == "cuda" else dummy_context():
-            logits = self.network(stacks)
-        return self.label_manager.apply_inference_nonlin(logits.float().transpose(0, 1))
+        return from_view(accumulated[(slice(None), slice(None), *unpad[-2:])], view)

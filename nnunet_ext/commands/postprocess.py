@@ -1,7 +1,8 @@
-"""``nnunet-ext postprocess``: post-process a folder of predictions, and/or record the setting in a model folder.
+"""``nnunet-ext postprocess``: post-process predictions, select post-processing per region, record it in a model.
 
-    nnunet-ext postprocess -i PRED -o OUT [--mode components|cascade|none] [--min-size 64]
-    nnunet-ext postprocess -i PRED -o OUT -m MODEL_FOLDER        # apply what the model folder records
+    nnunet-ext postprocess -i PRED -o OUT                         # auto: recorded (-m), else by the labels
+    nnunet-ext postprocess -i PRED -o OUT --mode components --min-size 64
+    nnunet-ext postprocess --select -m MODEL_FOLDER               # choose rules on fold_*/validation, record them
     nnunet-ext postprocess -m MODEL_FOLDER --record --mode cascade --min-size 32
 
 A recorded setting is what ``nnunet-ext predict`` applies by default for that model.
@@ -12,21 +13,53 @@ from __future__ import annotations
 import argparse
 
 NAME = "postprocess"
-HELP = "remove small connected components (per label, or the BraTS ET/TC/WT cascade) from predicted segmentations"
+HELP = ("remove small connected components from predicted segmentations (per label, or per nested region as a "
+        "cascade), or choose the rules per region on the cross-validation predictions")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", help="folder of predicted segmentations (nnU-Net output folder)")
     parser.add_argument("-o", help="output folder (may equal -i: files are replaced atomically)")
-    parser.add_argument("-m", help="model folder: its recorded setting is the default; with --record, where to "
-                                   "record")
-    parser.add_argument("--mode", choices=("components", "cascade", "none"),
-                        help="components: per-label removal; cascade: BraTS ET->TC->WT removal with refill (needs "
-                             "ET/NETC/SNFH labels or nested regions); none (default: recorded, else components)")
+    parser.add_argument("-m", help="model folder: its recorded setting is the default; where --record/--select "
+                                   "write")
+    parser.add_argument("-d", help="dataset name or id, for the model folder in nnUNet_results (with -tr/-p/-c)")
+    parser.add_argument("-tr", default="SliceResTrainer", help="trainer (with -d; default: SliceResTrainer)")
+    parser.add_argument("-p", default="nnUNetPlans", help="plans identifier (with -d; default: nnUNetPlans)")
+    parser.add_argument("-c", default="2d", help="configuration (with -d; default: 2d)")
+    parser.add_argument("--mode", choices=("auto", "components", "cascade", "none"), default="auto",
+                        help="auto (default): the model folder's record, else cascade where the labels nest (BraTS "
+                             "ET/NETC/SNFH or nested dataset.json regions), else components; components: per-label "
+                             "removal; cascade: per nested region, innermost first, removed voxels take the next "
+                             "region's label; none")
     parser.add_argument("--min-size", type=int, help="smallest component kept, in voxels (default: recorded, else 64)")
     parser.add_argument("--connectivity", type=int, choices=(6, 18, 26), help="voxel connectivity (default 26)")
-    parser.add_argument("--record", action="store_true", help="write the setting into the model folder (-m)")
+    parser.add_argument("--record", action="store_true", help="write the setting into the model folder (-m/-d)")
+    parser.add_argument("--select", action="store_true",
+                        help="choose a rule per region on the model's fold_*/validation predictions (kept where it "
+                             "raises that region's mean Dice) and record it in the model folder (-m/-d)")
+    parser.add_argument("--ref", help="with --select: reference segmentations (default: "
+                                      "nnUNet_preprocessed/<dataset>/gt_segmentations)")
+    parser.add_argument("-f", nargs="+", help="with --select: folds whose validation to use (default: all but 'all')")
+    parser.add_argument("--min-sizes", type=int, nargs="*",
+                        help="with --select: candidate minimum sizes in voxels (default: 8 16 32 64 128 256 512)")
+    parser.add_argument("--fractions", type=float, nargs="*",
+                        help="with --select: candidate fractions of the largest component (default: 0.05 0.1 0.2 0.5 "
+                             "1)")
     parser.add_argument("-np", type=int, default=1, help="worker processes (default 1)")
+
+
+def _print_selection(setting, evidence: dict) -> None:
+    print(f"post-processing selected on {evidence['cases']} validation cases (folds {' '.join(evidence['folds'])}),"
+          f" references {evidence['reference_folder']}")
+    print(f"{'region':<8} {'best candidate':<44} {'Dice before':>11} {'after':>8}  kept")
+    for d in evidence["decisions"]:
+        rule = d["best_rule"]
+        what = (f"< {rule['min_size']} voxels" if rule["min_size"] else f"< {rule['min_fraction']:g} x largest")
+        print(f"{d['region']:<8} {'components ' + what + ' -> label ' + str(rule['fill']):<44} "
+              f"{d['dice_before']:>11.4f} {d['dice_after']:>8.4f}  {'yes' if d['kept'] else 'no'}")
+    print("mean Dice per region, none -> selected: " + ", ".join(
+        f"{name} {v['none']:.4f} -> {v['selected']:.4f}" for name, v in evidence["mean_dice"].items()))
+    print(f"selected: {setting.describe()}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,31 +67,39 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from nnunet_ext.inference import postprocessing as pp
+    from nnunet_ext.inference.model_folder import resolve_model_folder
 
-    if args.record and not args.m:
-        raise SystemExit("--record needs -m MODEL_FOLDER")
-    if not args.record and not (args.i and args.o):
-        raise SystemExit("give -i and -o to post-process predictions, or -m with --record to record a setting")
+    writes_model = args.record or args.select
+    if args.record and args.select:
+        raise SystemExit("nnunet-ext postprocess: --record and --select both write the model folder; give one")
+    if writes_model and not (args.m or args.d):
+        raise SystemExit(f"nnunet-ext postprocess: {'--select' if args.select else '--record'} needs -m MODEL_FOLDER "
+                         f"or -d DATASET")
+    if not writes_model and not (args.i and args.o):
+        raise SystemExit("nnunet-ext postprocess: give -i and -o to post-process predictions, or -m/-d with "
+                         "--select or --record")
     try:
-        recorded = pp.load_setting(args.m) if args.m else None
-        base = recorded or pp.Setting()
-        mode = args.mode or base.mode
-        steps = base.cascade
-        if mode == "cascade" and not steps:
-            dataset_json = Path(args.m or args.i) / "dataset.json"
-            if not dataset_json.is_file():
-                raise ValueError(f"{dataset_json} is missing: the cascade needs the model's labels")
-            steps = pp.cascade_steps(pp.cascade_regions(json.loads(dataset_json.read_text())))
-        setting = pp.Setting(mode, base.min_size if args.min_size is None else args.min_size,
-                             args.connectivity or base.connectivity, steps if mode == "cascade" else ())
-        if args.record:
-            if not (Path(args.m) / "plans.json").is_file():
-                raise ValueError(f"{args.m} is not a model folder (no plans.json)")
-            print(f"recorded {setting.to_json()} in {pp.save_setting(args.m, setting)}")
+        model = resolve_model_folder(args.m, args.d, args.tr, args.p, args.c) if (args.m or args.d) else None
+        if args.select:
+            from nnunet_ext.inference import postprocessing_selection as selection
+
+            setting, evidence = selection.select_for_model(
+                model, Path(args.ref) if args.ref else None, args.f,
+                selection.MIN_SIZES if args.min_sizes is None else args.min_sizes,
+                selection.FRACTIONS if args.fractions is None else args.fractions,
+                args.connectivity or 26, args.np)
+            _print_selection(setting, evidence)
+            print(f"recorded in {pp.save_setting(model, setting, evidence)}")
+        else:
+            dataset_json = Path(model or args.i) / "dataset.json"
+            labels = json.loads(dataset_json.read_text()) if dataset_json.is_file() else None
+            setting = pp.resolve_setting(args.mode, labels, pp.load_setting(model) if model else None,
+                                         args.min_size, args.connectivity)
+            if args.record:
+                print(f"recorded {setting.describe()} in {pp.save_setting(model, setting)}")
         if args.i and args.o:
             written = pp.postprocess_folder(args.i, args.o, setting, num_processes=args.np)
-            print(f"post-processed {len(written)} segmentations into {args.o} ({setting.mode}, min size "
-                  f"{setting.min_size})")
+            print(f"post-processed {len(written)} segmentations into {args.o} ({setting.describe()})")
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"nnunet-ext postprocess: {error}") from None
     return 0

@@ -7,7 +7,8 @@ case is collected and reported at once, each naming the file and what is wrong.
 
 Geometry is compared from the image headers (SimpleITK ``ReadImageInformation``, no voxel data), with the
 same tolerance nnU-Net uses (``np.allclose`` defaults, see ``BaseReaderWriter._check_all_same``). Voxels are
-read only for the NaN/inf, empty-image and label-value checks (NIfTI through nibabel, see ``_read_voxels``).
+read only for the NaN/inf, empty-image and label-value checks, through :func:`nnunet_ext.nifti_io.read_voxels`,
+which also fails on truncated or corrupt files (nnU-Net's SimpleITK reader would silently read a partial volume).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
+
+from nnunet_ext.nifti_io import ImageReadError, read_voxels
 
 PathLike = str | Path
 
@@ -74,6 +77,17 @@ def _read_header(path: Path) -> _Header:
                    tuple(reader.GetDirection()), reader.GetNumberOfComponents())
 
 
+def _shape_problems(path: Path, header: _Header) -> list[Problem]:
+    """A file that is not one scalar volume (a 4D stack of channels, vector voxels)."""
+    problems = []
+    if len(header.size) > 3:
+        problems.append(Problem(str(path), f"is a {len(header.size)}D image (size {header.size}); expected one 3D "
+                                           "volume per file (split the channels into separate files)"))
+    if header.components != 1:
+        problems.append(Problem(str(path), f"has {header.components} components per voxel; expected a scalar image"))
+    return problems
+
+
 def _geometry_problems(path: Path, header: _Header, ref_path: Path, ref: _Header) -> list[Problem]:
     """Differences between ``header`` and the reference header, with nnU-Net's tolerance."""
     problems = []
@@ -89,21 +103,8 @@ def _geometry_problems(path: Path, header: _Header, ref_path: Path, ref: _Header
     return problems
 
 
-def _read_voxels(path: Path) -> np.ndarray:
-    """The voxel array, as stored in the file.
-
-    NIfTI files are read with nibabel: ITK's NIfTI reader silently turns NaN voxels into 0, so SimpleITK
-    (and therefore nnU-Net's own NaN check) never sees them, while other tools reading the same file do.
-    """
-    if path.name.endswith((".nii", ".nii.gz")):
-        import nibabel
-
-        return np.asanyarray(nibabel.load(str(path)).dataobj)
-    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-
-
 def _image_voxel_problems(path: Path) -> list[Problem]:
-    array = _read_voxels(path)
+    array = read_voxels(path)
     if np.issubdtype(array.dtype, np.floating):
         finite = np.isfinite(array)
         if not finite.all():
@@ -117,7 +118,7 @@ def _image_voxel_problems(path: Path) -> list[Problem]:
 
 
 def _label_voxel_problems(path: Path, allowed_labels: Sequence[int] | None) -> list[Problem]:
-    array = _read_voxels(path)
+    array = read_voxels(path)
     if np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all():
             return [Problem(str(path), "label map contains NaN/inf voxels")]
@@ -155,23 +156,25 @@ def check_case(images: Sequence[PathLike], label: PathLike | None = None,
             first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown error"
             problems.append(Problem(str(path), f"cannot be read as an image ({first_line})"))
     readable = [p for p in files if p in headers]
-    if not readable:
-        return problems
-    ref_path = readable[0]
+    shape_problems = {p: _shape_problems(p, headers[p]) for p in readable}
     for path in readable:
-        if headers[path].components != 1:
-            problems.append(Problem(str(path), f"has {headers[path].components} components per voxel; "
-                                               "expected a scalar image"))
-        if path != ref_path:
-            problems.extend(_geometry_problems(path, headers[path], ref_path, headers[ref_path]))
+        problems.extend(shape_problems[path])
+    usable = [p for p in readable if not shape_problems[p]]  # a 4D file must not become the reference
+    if not usable:
+        return problems
+    ref_path = usable[0]
+    for path in usable[1:]:
+        problems.extend(_geometry_problems(path, headers[path], ref_path, headers[ref_path]))
     if check_voxels:
         label_path = Path(label) if label is not None else None
-        for path in readable:
+        for path in usable:
             try:
                 if path == label_path:
                     problems.extend(_label_voxel_problems(path, allowed_labels))
                 else:
                     problems.extend(_image_voxel_problems(path))
+            except ImageReadError as error:
+                problems.append(Problem(str(path), error.reason))
             except (RuntimeError, OSError, ValueError) as error:
                 problems.append(Problem(str(path), f"voxel data cannot be read ({str(error).strip()[-200:]})"))
     return problems
@@ -282,11 +285,33 @@ def raw_dataset_cases(dataset_folder: PathLike) -> tuple[list[CaseFiles], list[i
     return cases, allowed, len(dataset_json["channel_names"])
 
 
-def check_raw_dataset(dataset_folder: PathLike, num_workers: int = 1,
-                      check_voxels: bool = True) -> dict[str, list[Problem]]:
-    """Every problem of a raw dataset's training cases (for the planner, before planning)."""
-    cases, allowed, num_channels = raw_dataset_cases(dataset_folder)
+def _orphan_labels(dataset_folder: Path, case_ids: set[str]) -> dict[str, list[Problem]]:
+    """Label files in ``labelsTr`` without images: nnU-Net lists cases by their images and skips them silently."""
+    import json
+
+    dataset_json = json.loads((dataset_folder / "dataset.json").read_text())
+    labels = dataset_folder / "labelsTr"
+    if "dataset" in dataset_json or not labels.is_dir():
+        return {}
+    ending = dataset_json["file_ending"]
     problems: dict[str, list[Problem]] = {}
+    for path in sorted(labels.glob(f"*{ending}")):
+        case_id = path.name[: -len(ending)]
+        if case_id not in case_ids and not path.name.startswith("."):
+            problems[case_id] = [Problem(str(path), f"label without images: no {case_id}_XXXX{ending} in "
+                                                    f"{dataset_folder / 'imagesTr'} (nnU-Net would ignore it)")]
+    return problems
+
+
+def check_raw_dataset(dataset_folder: PathLike, num_workers: int = 1, check_voxels: bool = True,
+                      found: tuple[list[CaseFiles], list[int], int] | None = None) -> dict[str, list[Problem]]:
+    """Every problem of a raw dataset's training cases (for the planner, before planning).
+
+    ``found`` is :func:`raw_dataset_cases` of the folder when the caller has it already (nnU-Net's file
+    listing starts a process pool, seconds for a tiny dataset).
+    """
+    cases, allowed, num_channels = found or raw_dataset_cases(dataset_folder)
+    problems = _orphan_labels(Path(dataset_folder), {case.case_id for case in cases})
     for case in cases:
         if len(case.images) != num_channels:
             problems.setdefault(case.case_id, []).append(

@@ -22,6 +22,9 @@ def _common(parser: argparse.ArgumentParser, default_name: str) -> None:
                         help="parallel worker processes (default: CPUs - 1, at most 8)")
     parser.add_argument("--raw-root", type=Path, default=None,
                         help="nnUNet_raw folder to write into (default: $nnUNet_raw)")
+    parser.add_argument("--take-over", action="store_true",
+                        help="convert into an existing dataset folder that another conversion (other task or "
+                             "source folder) or another tool created")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
             preprocessed_root = _root(args.preprocessed_root, "nnUNet_preprocessed")
             spec = brats_gli.dataset_spec(args.dataset_id, args.name, args.regions)
             result = convert(brats_gli.find_cases(args.src), spec, raw_root, symlink=args.symlink,
-                             strict=args.strict, num_workers=args.num_workers)
+                             strict=args.strict, num_workers=args.num_workers, task=args.task, source=args.src,
+                             take_over=args.take_over)
             patients = {brats_gli.patient_of(case_id) for case_id in result.training}
             if len(patients) < 2:
                 print(f"warning: only {len(patients)} patient(s): no splits_final.json written", file=sys.stderr)
@@ -88,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
             result = convert(men_rt.find_cases(args.src), spec, raw_root, symlink=args.symlink,
                              strict=args.strict, num_workers=args.num_workers, preprocessor=active,
                              preprocessor_recipe=steps.recipe() if active else None,
-                             extra_sources=[args.register_to] if args.register_to else [])
+                             extra_sources=[args.register_to] if args.register_to else [],
+                             task=args.task, source=args.src, take_over=args.take_over)
     except CaseCheckError as error:
         print(f"error: --strict and some cases are bad\n{error}", file=sys.stderr)
         return 1

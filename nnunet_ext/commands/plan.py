@@ -8,6 +8,9 @@ plus the ``sliceres`` block in the 2d configuration, so that afterwards both
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 
 NAME = "plan"
 HELP = "check, fingerprint, plan (nnU-Net plans + SliceRes settings) and preprocess a raw nnU-Net dataset"
@@ -29,11 +32,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clean", action="store_true", help="recompute an existing dataset fingerprint")
 
 
-def run(args: argparse.Namespace) -> int:
-    import json
-    import sys
-    from pathlib import Path
+def _dataset_json(raw_folder: Path) -> dict:
+    """``dataset.json`` of a raw dataset, or ``ValueError`` naming the file and what is wrong with it."""
+    path = raw_folder / "dataset.json"
+    if not path.is_file():
+        raise ValueError(f"{path}: missing; a raw dataset needs a dataset.json (nnU-Net's dataset format)")
+    try:
+        dataset_json = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error.msg}, line {error.lineno} column {error.colno})") from None
+    required = ("channel_names", "labels", "numTraining", "file_ending")
+    missing = [key for key in required if not isinstance(dataset_json, dict) or key not in dataset_json]
+    if missing:
+        raise ValueError(f"{path}: lacks {', '.join(missing)} (needed: {', '.join(required)})")
+    if not isinstance(dataset_json["channel_names"], dict) or not dataset_json["channel_names"]:
+        raise ValueError(f"{path}: channel_names must map channel indices to names, e.g. {{\"0\": \"T1\"}}")
+    return dataset_json
 
+
+def _num_outputs(dataset_json: dict, where: Path) -> int:
+    """Output channels of the network (nnU-Net's label manager: labels, or regions for region-based data)."""
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+    try:
+        manager = LabelManager(dataset_json["labels"], dataset_json.get("regions_class_order"))
+        return manager.num_segmentation_heads
+    except (AssertionError, ValueError, TypeError, KeyError, AttributeError) as error:
+        raise ValueError(f"{where}: its labels cannot be used by nnU-Net ({type(error).__name__}: {error})") from None
+
+
+def run(args: argparse.Namespace) -> int:
     from nnunetv2.configuration import default_num_processes
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
         extract_fingerprint_dataset,
@@ -49,21 +77,36 @@ def run(args: argparse.Namespace) -> int:
     from nnunet_ext.planning import settings
     from nnunet_ext.planning.planner import SliceResPlanner
 
-    if nnUNet_raw is None or nnUNet_preprocessed is None:
+    if not nnUNet_raw or not nnUNet_preprocessed:  # nnU-Net's lazy path objects are falsy when unset
         raise SystemExit("nnUNet_raw and nnUNet_preprocessed must be set (see nnU-Net's set_environment_variables)")
-    dataset_name = maybe_convert_to_dataset_name(args.dataset)
+    # everything that can be checked without the data's fingerprint is checked before any work
+    try:
+        dataset_name = maybe_convert_to_dataset_name(args.dataset)
+        raw_folder = Path(nnUNet_raw) / dataset_name
+        dataset_json = _dataset_json(raw_folder)
+        overrides = settings.load_preset(args.preset) if args.preset else {}
+        overrides = settings.deep_merge(overrides, settings.parse_set(args.overrides))
+        settings.check_overrides(overrides, len(dataset_json["channel_names"]),
+                                 _num_outputs(dataset_json, raw_folder / "dataset.json"))
+    except settings.SettingsError as error:
+        lines = "\n  ".join(error.problems)
+        print(f"nnunet-ext plan: invalid SliceRes settings, nothing was done:\n  {lines}", file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError, OSError) as error:  # nnU-Net's unknown-ID error is a RuntimeError
+        print(f"nnunet-ext plan: {str(error).splitlines()[0] if isinstance(error, RuntimeError) else error}",
+              file=sys.stderr)
+        return 2
     dataset_id = convert_dataset_name_to_id(dataset_name)
-    overrides = settings.load_preset(args.preset) if args.preset else {}
-    overrides = settings.deep_merge(overrides, settings.parse_set(args.overrides))
-    settings.check_known_keys(overrides)
 
     args.num_processes = args.num_processes or default_num_processes
-    raw_folder = Path(nnUNet_raw) / dataset_name
-    cases, _, _ = case_checks.raw_dataset_cases(raw_folder)
+    found = case_checks.raw_dataset_cases(raw_folder)
+    cases = found[0]
     if not cases:
-        raise SystemExit(f"{raw_folder}: the dataset has no training cases (imagesTr/labelsTr are empty)")
+        print(f"nnunet-ext plan: {raw_folder}: the dataset has no training cases (imagesTr/labelsTr are empty)",
+              file=sys.stderr)
+        return 1
     if not args.no_check:
-        problems = case_checks.check_raw_dataset(raw_folder, num_workers=args.num_processes)
+        problems = case_checks.check_raw_dataset(raw_folder, num_workers=args.num_processes, found=found)
         if problems:
             print(f"{raw_folder}: fix these problems before planning:\n"
                   f"{case_checks.format_summary(problems, len(cases))}", file=sys.stderr)

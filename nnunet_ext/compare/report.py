@@ -19,6 +19,7 @@ import SimpleITK as sitk
 
 from nnunet_ext.atomic import atomic_write_text
 from nnunet_ext.compare.heldout import dataset_cases
+from nnunet_ext.nifti_io import read_image
 from nnunet_ext.reporting.document import Bullets, Document, Figure, Heading, Paragraph, Table, write_report
 from nnunet_ext.reporting.figures import box_plot, overlay_figure
 from nnunet_ext.reporting.tables import (
@@ -82,7 +83,7 @@ def pick_cases(per_case: Mapping[str, Sequence[Mapping[str, object]]], n: int) -
 
 
 def _read(path: Any) -> tuple[np.ndarray, tuple[float, float, float]]:
-    image = sitk.ReadImage(str(path))
+    image = read_image(path)
     return sitk.GetArrayFromImage(image), tuple(float(s) for s in image.GetSpacing()[::-1])
 
 

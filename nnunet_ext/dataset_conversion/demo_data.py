@@ -20,6 +20,7 @@ on the command line and in the image headers.
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -233,7 +234,8 @@ def men_rt_case_id(index: int) -> str:
 
 
 def _write_case(task: str, index: int, seed: int, shape: tuple[int, int, int] | None, out: Path,
-                labelled: bool) -> str:
+                labelled: bool) -> tuple[str, bool]:
+    """Write one case; returns its id and whether its label map came out empty (a grid too small)."""
     if task == "gli":
         case_id = gli_case_id(index)
         images = make_gli_case(seed + index, shape or GLI_SHAPE)
@@ -249,7 +251,7 @@ def _write_case(task: str, index: int, seed: int, shape: tuple[int, int, int] | 
     for key, image in images.items():
         if key != label_key or labelled:
             write_image(image, folder / names[key])
-    return case_id
+    return case_id, not sitk.GetArrayViewFromImage(images[label_key]).any()
 
 
 def write_demo_dataset(out: Path, task: str, n: int, shape: tuple[int, int, int] | None = None, seed: int = 0,
@@ -264,10 +266,18 @@ def write_demo_dataset(out: Path, task: str, n: int, shape: tuple[int, int, int]
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(task, i, seed, shape, out, i < n - n_unlabelled) for i in range(n)]
     if num_workers <= 1:
-        ids = [_write_case(*job) for job in tqdm(jobs, desc=f"demo {task}", unit="case")]
+        written = [_write_case(*job) for job in tqdm(jobs, desc=f"demo {task}", unit="case")]
     else:
         with ProcessPoolExecutor(max_workers=num_workers) as pool:
             futures = [pool.submit(_write_case, *job) for job in jobs]
-            ids = [f.result() for f in tqdm(futures, desc=f"demo {task}", unit="case")]
+            written = [f.result() for f in tqdm(futures, desc=f"demo {task}", unit="case")]
+    ids = [case_id for case_id, _ in written]
     remove_partials([out / case_id for case_id in ids])
+    empty = [case_id for (case_id, is_empty), job in zip(written, jobs) if is_empty and job[-1]]
+    if empty:
+        grid = " ".join(map(str, shape or (GLI_SHAPE if task == "gli" else MEN_RT_SHAPE)))
+        logging.getLogger(__name__).warning(
+            "warning: %d of %d labelled cases have an empty label map (no tumour fits the %s grid): %s; use a "
+            "larger --shape, e.g. 48 48 32", len(empty), n - n_unlabelled, grid,
+            ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else ""))
     return ids

@@ -17,9 +17,10 @@ region decoding is needed here; what is checked and fixed:
 from __future__ import annotations
 
 import json
+import os
 import re
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,9 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from nnunet_ext.dataset_conversion import brats_gli, men_rt
-from nnunet_ext.dataset_conversion.files import remove_partials, write_image
+from nnunet_ext.dataset_conversion.files import PARTIAL, remove_partials, write_image
 from nnunet_ext.dataset_conversion.raw_dataset import RECORDS
+from nnunet_ext.nifti_io import ImageReadError, read_image
 
 TASKS = ("gli", "men-rt")
 CHALLENGE_LABELS = {"gli": (0, 1, 2, 3, 4), "men-rt": (0, 1)}
@@ -91,9 +93,9 @@ def export_case(job: ExportJob, task: str) -> Path:
     """Write one submission file; raises :class:`ExportError` naming the prediction when it is invalid."""
     name = str(job.prediction)
     try:
-        prediction = sitk.ReadImage(name)
-    except RuntimeError as error:
-        raise ExportError(f"{name}: cannot be read ({str(error).strip()[-200:]})") from error
+        prediction = read_image(name)
+    except ImageReadError as error:
+        raise ExportError(str(error)) from None
     if prediction.GetNumberOfComponentsPerPixel() != 1 or prediction.GetDimension() != 3:
         raise ExportError(f"{name}: expected a 3D label map, got {prediction.GetDimension()}D with "
                           f"{prediction.GetNumberOfComponentsPerPixel()} components per voxel")
@@ -143,14 +145,30 @@ def plan_export(pred_dir: Path, out_dir: Path, task: str, raw: Path | None = Non
 
 def export_predictions(pred_dir: Path, out_dir: Path, task: str, raw: Path | None = None,
                        dataset: Path | None = None, num_workers: int = 1) -> list[Path]:
-    """Export every prediction of ``pred_dir`` into ``out_dir``; returns the written files."""
+    """Export every prediction of ``pred_dir`` into ``out_dir``; returns the written files.
+
+    All or nothing: the files are written into a scratch folder and moved to ``out_dir`` only once every case
+    has been exported, so a bad prediction leaves ``out_dir`` as it was (and no folder it did not have).
+    """
+    out_dir = Path(out_dir)
     jobs = plan_export(pred_dir, out_dir, task, raw, dataset)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    if num_workers <= 1:
-        written = [export_case(job, task) for job in tqdm(jobs, desc="exporting", unit="case")]
-    else:
-        with ProcessPoolExecutor(max_workers=num_workers) as pool:
-            futures = [pool.submit(export_case, job, task) for job in jobs]
-            written = [f.result() for f in tqdm(futures, desc="exporting", unit="case")]
-    remove_partials([Path(out_dir)])
-    return written
+    created = not out_dir.exists()
+    staging = out_dir / PARTIAL / f"export-{os.getpid()}"
+    staging.mkdir(parents=True, exist_ok=True)
+    staged = [replace(job, destination=staging / job.destination.name) for job in jobs]
+    try:
+        if num_workers <= 1:
+            for job in tqdm(staged, desc="exporting", unit="case"):
+                export_case(job, task)
+        else:
+            with ProcessPoolExecutor(max_workers=num_workers) as pool:
+                futures = [pool.submit(export_case, job, task) for job in staged]
+                for future in tqdm(futures, desc="exporting", unit="case"):
+                    future.result()
+        for job, final in zip(staged, jobs):
+            os.replace(job.destination, final.destination)
+    finally:
+        remove_partials([out_dir])
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+    return [job.destination for job in jobs]

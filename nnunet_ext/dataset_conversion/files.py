@@ -17,6 +17,8 @@ from typing import Any
 
 import SimpleITK as sitk
 
+from nnunet_ext.atomic import atomic_write_text
+
 PARTIAL = ".partial"
 
 
@@ -64,10 +66,8 @@ def symlink_file(src: Path, dst: Path) -> None:
 
 
 def write_json(data: Any, dst: Path) -> None:
-    """Pretty JSON written atomically."""
-    tmp = _partial_path(dst)
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    _finish(tmp, dst)
+    """Pretty JSON written atomically (beside ``dst``: no ``.partial`` folder is left where it is written)."""
+    atomic_write_text(dst, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def fingerprint(recipe: dict[str, Any], sources: list[Path]) -> str:
@@ -100,7 +100,12 @@ class Manifest:
     def is_current(self, key: str, print_: str, dst: Path) -> bool:
         """True when ``dst`` was made from the same recipe and sources and has not been touched since."""
         entry = self.entries.get(key)
-        return entry is not None and entry[0] == print_ and entry[1] == output_state(dst)
+        return entry is not None and entry[0] == print_ and self.is_unchanged(key, dst)
+
+    def is_unchanged(self, key: str, dst: Path) -> bool:
+        """True when ``dst`` exists and is still exactly what was recorded (ours to replace or remove)."""
+        entry = self.entries.get(key)
+        return entry is not None and entry[1] is not None and entry[1] == output_state(dst)
 
     def record(self, key: str, print_: str, dst: Path) -> None:
         self.entries[key] = [print_, output_state(dst)]

@@ -25,6 +25,7 @@ import SimpleITK as sitk
 
 from nnunet_ext.case_checks import Problem
 from nnunet_ext.dataset_conversion.raw_dataset import DatasetSpec, SourceCase
+from nnunet_ext.nifti_io import read_image
 
 CASE_PATTERN = re.compile(r"^BraTS[-_]MEN[-_]RT[-_](?P<patient>\d+)[-_](?P<scan>\d+)[-_](?P<key>t1c|gtv)"
                           r"\.nii(?:\.gz)?$")
@@ -119,7 +120,7 @@ def skull_strip(image: sitk.Image) -> sitk.Image:
         if done.returncode != 0 or not dst.is_file():
             raise RuntimeError(f"HD-BET failed (exit {done.returncode}); are its weights installed?\n"
                                f"{done.stderr[-2000:]}")
-        stripped = sitk.ReadImage(str(dst))
+        stripped = read_image(dst)
     stripped.CopyInformation(image)
     return sitk.Cast(stripped, image.GetPixelID())
 
@@ -150,13 +151,13 @@ class MenRtPreprocessing:
             raise ValueError(f"--resample-iso must be positive, got {self.resample_iso}")
 
     def __call__(self, case: SourceCase, records: Path) -> tuple[list[sitk.Image], sitk.Image | None, dict]:
-        image = sitk.ReadImage(str(case.images[0]))
-        label = sitk.ReadImage(str(case.label)) if case.label is not None else None
+        image = read_image(case.images[0])
+        label = read_image(case.label) if case.label is not None else None
         record: dict[str, Any] = {"case": case.case_id, "source_grid": grid_of(image), "steps": self.recipe()}
         if self.skull_strip:
             image = skull_strip(image)
         if self.template is not None:
-            template = sitk.ReadImage(str(self.template))
+            template = read_image(self.template)
             transform = register(template, image, self.affine)
             transform_file = records / f"{case.case_id}.tfm"
             sitk.WriteTransform(transform, str(transform_file))

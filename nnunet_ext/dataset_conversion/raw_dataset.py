@@ -6,13 +6,17 @@ channels and labels; everything that makes a conversion safe lives here once:
 * every case is checked with :mod:`nnunet_ext.case_checks` *before* anything is written; all problems are
   reported in one summary; ``strict`` raises, otherwise bad cases are skipped with a warning;
 * source files are only read (copied, symlinked, or read and re-written when they must change);
+* a dataset folder belongs to the conversion (task and source folder) that created it, recorded in
+  ``conversion_owner.json``: another conversion refuses to write into it unless told to take it over;
 * outputs are written atomically and recorded in a manifest, so a re-run skips what is already correct and
-  removes only outputs of earlier runs that this run no longer produces (never anything else);
+  removes only outputs of earlier runs that this run no longer produces, and only while they are exactly what
+  was written (never anything else);
 * cases are written by parallel workers behind a tqdm bar, and a log file is kept in the dataset folder.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -37,9 +41,11 @@ from nnunet_ext.dataset_conversion.files import (
     write_image,
     write_json,
 )
+from nnunet_ext.nifti_io import read_image
 
 FILE_ENDING = ".nii.gz"
 MANIFEST = "conversion_manifest.json"
+OWNER = "conversion_owner.json"
 RECORDS = "conversion_records"
 log = logging.getLogger("nnunet_ext.dataset_conversion")
 
@@ -95,6 +101,35 @@ def check_dataset_id(raw_root: Path, spec: DatasetSpec) -> None:
                          f"choose another -d or remove that dataset")
 
 
+def check_owner(dataset_dir: Path, owner: dict[str, str | None], take_over: bool) -> None:
+    """Refuse to write into a dataset folder that another conversion (or anything else) created.
+
+    A conversion owns a folder it created, identified by ``owner`` (task and resolved source folder); a
+    folder that does not exist or holds no file is free. ``take_over`` lets the conversion adopt any folder.
+    """
+    if not dataset_dir.exists() or not any(p.is_file() or p.is_symlink() for p in dataset_dir.rglob("*")):
+        return
+    record = dataset_dir / OWNER
+    recorded = json.loads(record.read_text()) if record.is_file() else None
+    if recorded == owner or take_over:
+        if recorded != owner:
+            log.warning("taking over %s (was: %s)", dataset_dir, _describe_owner(dataset_dir, recorded))
+        return
+    raise ValueError(
+        f"{dataset_dir} {_describe_owner(dataset_dir, recorded)}; this run converts {owner['task']} cases from "
+        f"{owner['source']}. Nothing was written. Choose another dataset ID/name, delete that folder (and its "
+        f"nnUNet_preprocessed folder), or pass --take-over to convert into it anyway (its outputs then replace "
+        f"same-named files; of the others, only outputs recorded in {MANIFEST} are removed)")
+
+
+def _describe_owner(dataset_dir: Path, recorded: dict[str, str | None] | None) -> str:
+    if recorded is not None:
+        return f"was created by `nnunet-ext convert {recorded.get('task')}` from {recorded.get('source')}"
+    if (dataset_dir / MANIFEST).is_file():
+        return f"was converted without a {OWNER} (by an earlier nnunet-ext version)"
+    return "exists and was not created by `nnunet-ext convert`"
+
+
 def validate_cases(cases: Sequence[SourceCase], spec: DatasetSpec, strict: bool, num_workers: int
                    ) -> tuple[list[SourceCase], dict[str, list[Problem]]]:
     """The good cases and ``{case_id: problems}`` of the bad ones; in strict mode any problem raises."""
@@ -120,7 +155,7 @@ def _destinations(case: SourceCase, dataset_dir: Path) -> tuple[list[Path], Path
 def _place(src: Path, dst: Path, symlink: bool) -> None:
     """Copy or link a source file unchanged; files that are not .nii.gz are re-encoded (lossless)."""
     if not src.name.endswith(FILE_ENDING):
-        write_image(sitk.ReadImage(str(src)), dst)
+        write_image(read_image(src), dst)
     elif symlink:
         symlink_file(src, dst)
     else:
@@ -155,25 +190,40 @@ def _setup_log(dataset_dir: Path) -> logging.Handler:
 
 def convert(cases: Sequence[SourceCase], spec: DatasetSpec, raw_root: Path, *, symlink: bool = False,
             strict: bool = False, num_workers: int = 1, preprocessor: CasePreprocessor | None = None,
-            preprocessor_recipe: dict[str, Any] | None = None, extra_sources: Sequence[Path] = ()
-            ) -> ConversionResult:
+            preprocessor_recipe: dict[str, Any] | None = None, extra_sources: Sequence[Path] = (),
+            task: str | None = None, source: Path | None = None, take_over: bool = False) -> ConversionResult:
     """Validate ``cases`` and write ``raw_root/DatasetXXX_NAME``; labelled cases go to imagesTr/labelsTr,
     unlabelled ones to imagesTs. ``preprocessor`` (with its ``preprocessor_recipe`` for the manifest and the
     ``extra_sources`` it reads, e.g. a template) replaces plain copying when images must change.
+    ``task`` (the converter's name, default: the channel names) and ``source`` (the download folder) identify
+    the conversion that owns the dataset folder (see :func:`check_owner`; ``take_over`` overrides it).
     """
     if symlink and preprocessor is not None:
         raise ValueError("--symlink cannot be combined with resampling, registration or skull stripping "
                          "(the outputs differ from the sources)")
     raw_root = Path(raw_root)
     check_dataset_id(raw_root, spec)
+    dataset_dir = raw_root / spec.folder_name
+    owner = {"task": task or "/".join(spec.channel_names.values()),
+             "source": str(Path(source).resolve()) if source is not None else None}
+    check_owner(dataset_dir, owner, take_over)
     if not cases:
         raise ValueError("no cases found")
     good, problems = validate_cases(cases, spec, strict, num_workers)
     if not any(c.label is not None for c in good):
+        if not problems:
+            raise ValueError(f"none of the {len(cases)} cases is labelled (all passed the checks): a dataset needs "
+                             "labelled training cases; to add unlabelled (validation) cases, convert a folder "
+                             "holding both downloads (it is searched recursively)")
         raise ValueError("no valid labelled case left to convert\n" + format_summary(problems, len(cases)))
-    dataset_dir = raw_root / spec.folder_name
+    unlabelled = [c.case_id for c in good if c.label is None]
+    if unlabelled:
+        log.warning("%d of %d cases have no label file and go to imagesTs as test cases (if they are training "
+                    "cases, their label file is missing): %s", len(unlabelled), len(good),
+                    ", ".join(unlabelled[:5]) + (f" and {len(unlabelled) - 5} more" if len(unlabelled) > 5 else ""))
     for sub in ("imagesTr", "labelsTr"):
         (dataset_dir / sub).mkdir(parents=True, exist_ok=True)
+    write_json(owner, dataset_dir / OWNER)
     if any(c.label is None for c in good):
         (dataset_dir / "imagesTs").mkdir(exist_ok=True)
     handler = _setup_log(dataset_dir)
@@ -239,12 +289,19 @@ def _write_cases(good: Sequence[SourceCase], spec: DatasetSpec, dataset_dir: Pat
 
 
 def _remove_stale(manifest: Manifest, produced: set[str], dataset_dir: Path) -> None:
-    """Delete outputs that an earlier run wrote (per the manifest) and this run does not produce any more."""
+    """Delete outputs that an earlier run wrote (per the manifest) and this run does not produce any more.
+
+    Only while a file is exactly what was written (same link target, or size and mtime): a file that someone
+    replaced or changed since is left in place.
+    """
     for key in sorted(set(manifest.entries) - produced):
         path = dataset_dir / key
-        if path.is_symlink() or path.is_file():
+        if manifest.is_unchanged(key, path):
             path.unlink()
             log.info("removed stale output %s", path)
+        elif path.is_symlink() or path.exists():
+            log.warning("left %s in place: no case of this run produces it, but it changed since an earlier "
+                        "conversion wrote it", path)
         del manifest.entries[key]
         record = dataset_dir / RECORDS / f"{_case_of(key)}.json"
         record.unlink(missing_ok=True)

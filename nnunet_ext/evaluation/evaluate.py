@@ -11,6 +11,7 @@ import io
 import json
 import math
 import multiprocessing
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,11 @@ def _resolve_rules(rules: str | Rules) -> Rules:
 
 
 def find_case_pairs(pred_dir: Path, ref_dir: Path) -> list[tuple[str, Path, Path]]:
-    """(case, reference, prediction) for every reference file; a missing prediction is an error."""
+    """(case, reference, prediction) for every reference file; a missing prediction is an error.
+
+    Predictions without a reference are not scored; they are named in a warning (a wrong --ref folder, or
+    cases left out of the reference set, would otherwise go unnoticed).
+    """
     for name, folder in (("prediction", pred_dir), ("reference", ref_dir)):
         if not folder.is_dir():
             raise EvaluationError(f"{folder}: {name} folder does not exist")
@@ -63,6 +68,11 @@ def find_case_pairs(pred_dir: Path, ref_dir: Path) -> list[tuple[str, Path, Path
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise EvaluationError(f"{pred_dir}: no prediction for reference case(s) {shown}")
+    extra = [predictions[c].name for c in predictions if c not in references]
+    if extra:
+        shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+        print(f"warning: {pred_dir}: {len(extra)} prediction(s) have no reference in {ref_dir} and are not scored: "
+              f"{shown}", file=sys.stderr)
     return [(case, references[case], predictions[case]) for case in sorted(references)]
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_ext.nifti_io import ImageReadError, read_image
+
 SUPPORTED_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd", ".mhd")
 
 
@@ -39,11 +41,11 @@ class LabelMap:
 
 
 def read_label_map(path: Path) -> LabelMap:
-    """Read a 3D label map; non-integer or negative values are errors."""
+    """Read a 3D label map; truncated files, non-integer or negative values are errors."""
     try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as error:
-        raise EvaluationError(f"{path}: cannot be read as an image ({str(error).strip().splitlines()[-1]})") from None
+        image = read_image(path)
+    except ImageReadError as error:
+        raise EvaluationError(str(error)) from None
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise EvaluationError(f"{path}: expected a 3D single-channel label map, got {image.GetDimension()}D with "
                               f"{image.GetNumberOfComponentsPerPixel()} component(s)")

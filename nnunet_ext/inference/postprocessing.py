@@ -38,7 +38,7 @@ import numpy as np
 from tqdm import tqdm
 
 from nnunet_ext.atomic import atomic_write_text
-from nnunet_ext.nifti_io import incomplete_files
+from nnunet_ext.nifti_io import check_complete, incomplete_files
 
 RECORD_NAME = "sliceres_postprocessing.json"
 MODES = ("none", "components", "cascade", "selected")
@@ -309,7 +309,12 @@ def reader_writer(folder: Path, file_ending: str, example: Path):
 
 
 def read_labels(path: Path, reader) -> tuple[np.ndarray, dict]:
-    """A label map as nnU-Net's reader returns it, without the channel axis, in the smallest integer type."""
+    """A label map as nnU-Net's reader returns it, without the channel axis, in the smallest integer type.
+
+    Cut-off files fail here, naming the file (:func:`nnunet_ext.nifti_io.check_complete`): nnU-Net's reader would
+    return a partial volume.
+    """
+    check_complete(path)
     seg, properties = reader.read_seg(str(path))
     return seg[0].astype(np.uint16 if seg.max() > 255 else np.uint8), properties
 

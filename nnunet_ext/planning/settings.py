@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -114,7 +115,10 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
         text = resources.files(PRESET_PACKAGE).joinpath(f"{name_or_path}.json").read_text()
     else:
         raise FileNotFoundError(f"preset {name_or_path!r} is neither a file nor one of {shipped_presets()}")
-    preset = json.loads(text)
+    try:
+        preset = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{where}: not valid JSON ({error.msg}, line {error.lineno} column {error.colno})") from None
     if not isinstance(preset, dict):
         raise ValueError(f"{where} must hold a JSON object (a partial sliceres block)")
     preset.pop("description", None)
@@ -160,56 +164,186 @@ def resolve(settings: Mapping[str, Any], num_modalities: int, spacing: list[floa
     return resolved
 
 
-def validate(settings: Mapping[str, Any]) -> None:
-    """Raise ``ValueError`` naming the offending key when a resolved block cannot train."""
+class SettingsError(ValueError):
+    """Invalid SliceRes settings; the message has one line per problem: key, value, what is allowed."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not a batch size
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _show(value: Any) -> str:
+    """A value as the user wrote it (JSON: true, null, "text")."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def validate(settings: Mapping[str, Any], resolved: bool = True) -> None:
+    """Check the type and range of every key; raise :class:`SettingsError` listing all problems at once.
+
+    ``resolved=False`` is the check of preset/``--set`` values before any planning work: the keys derived
+    from the dataset (``neighbours``, ``axes``, ``inference_window_depth``) may still be ``null`` then.
+    """
     check_known_keys(settings)
+    problems: list[str] = []
 
     def fail(key: str, why: str) -> None:
-        raise ValueError(f"sliceres.{key} = {_get(settings, key)!r}: {why}")
+        problems.append(f"sliceres.{key} = {_show(_get(settings, key))}: {why}")
+
+    for group, default in DEFAULTS.items():
+        if isinstance(default, Mapping) and not isinstance(settings[group], Mapping):
+            fail(group, f"must be a JSON object with the keys {sorted(default)}")
+    if problems:
+        raise SettingsError(problems)  # the checks below look inside the groups
+
+    def derived(key: str) -> bool:
+        return not resolved and settings[key] is None
+
+    def integer(key: str, minimum: int, note: str = "") -> None:
+        value = _get(settings, key)
+        if not (_is_int(value) and value >= minimum):
+            fail(key, f"must be an integer >= {minimum}{note}")
+
+    def number(key: str, low: float, high: float | None = None, low_open: bool = False,
+               high_open: bool = False) -> bool:
+        value = _get(settings, key)
+        ok = _is_number(value) and (value > low if low_open else value >= low) and (
+            high is None or (value < high if high_open else value <= high))
+        if not ok:
+            interval = (f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}" if high is not None
+                        else f"{'>' if low_open else '>='} {low:g}")
+            fail(key, f"must be a number {'in ' if high is not None else ''}{interval}")
+        return ok
 
     k = settings["neighbours"]
-    if not isinstance(k, int) or k < 0:
-        fail("neighbours", "must be an integer >= 0")
+    if not derived("neighbours"):
+        integer("neighbours", 0, " (slices per side)")
     crop = settings["crop_size"]
-    if not (isinstance(crop, list) and len(crop) == 2 and all(isinstance(c, int) and c > 0 and c % 8 == 0
-                                                              for c in crop)):
-        fail("crop_size", "must be two positive integers divisible by 8 (the network downsamples 3 times)")
-    if crop[0] != crop[1]:
+    if not (isinstance(crop, list) and len(crop) == 2 and all(_is_int(c) and c > 0 and c % 8 == 0 for c in crop)):
+        fail("crop_size", "must be two positive integers divisible by 8, e.g. [96, 96] (the network downsamples "
+                          "3 times)")
+    elif crop[0] != crop[1]:
         fail("crop_size", "must be square: the 90-degree rotations of the augmentation need a square crop")
-    if not isinstance(settings["batch_size"], int) or settings["batch_size"] < 1:
-        fail("batch_size", "must be a positive integer")
+    integer("batch_size", 1)
     axes = settings["axes"]
-    if not (isinstance(axes, list) and axes and len(set(axes)) == len(axes) and set(axes) <= {0, 1, 2}):
+    if not derived("axes") and not (isinstance(axes, list) and axes and all(_is_int(a) for a in axes)
+                                    and len(set(axes)) == len(axes) and set(axes) <= {0, 1, 2}):
         fail("axes", "must be a non-empty list of distinct axes from 0, 1, 2")
-    depth = settings["inference_window_depth"]
-    if not isinstance(depth, int) or depth < 2 * k + 1:
-        fail("inference_window_depth", f"must be an integer >= 2 * neighbours + 1 = {2 * k + 1}")
-    if not 0.0 <= float(settings["foreground_fraction"]) <= 1.0:
-        fail("foreground_fraction", "must lie in [0, 1]")
-    if settings["epoch"]["mode"] == "all_slices" and float(settings["foreground_fraction"]) <= 0.0:
+    if not derived("inference_window_depth"):
+        known_k = _is_int(k) and k >= 0
+        integer("inference_window_depth", 2 * k + 1 if known_k else 1, " (2 * neighbours + 1)" if known_k else "")
+    if number("foreground_fraction", 0, 1) and settings["epoch"]["mode"] == "all_slices" \
+            and settings["foreground_fraction"] == 0:
         fail("foreground_fraction", "must be > 0 for 'all_slices' epochs (defined by the foreground slices)")
-    if not 0.0 <= float(settings["augmentation_probability"]) <= 1.0:
-        fail("augmentation_probability", "must lie in [0, 1]")
-    if not isinstance(settings["slices_per_case_load"], int) or settings["slices_per_case_load"] < 1:
-        fail("slices_per_case_load", "must be a positive integer (1 = no grouping of slices by case)")
-    if not isinstance(settings["num_epochs"], int) or settings["num_epochs"] < 1:
-        fail("num_epochs", "must be a positive integer")
+    number("augmentation_probability", 0, 1)
+    integer("slices_per_case_load", 1, " (1 = no grouping of slices by case)")
+    integer("num_epochs", 1)
     if settings["epoch"]["mode"] not in EPOCH_MODES:
-        fail("epoch.mode", f"must be one of {EPOCH_MODES}")
+        fail("epoch.mode", f"must be one of {', '.join(EPOCH_MODES)}")
     for key in ("iterations_per_epoch", "val_iterations_per_epoch"):
-        value = settings["epoch"][key]
-        if not isinstance(value, int) or value < 1:
-            fail(f"epoch.{key}", "must be a positive integer")
+        integer(f"epoch.{key}", 1)
     if settings["loss"]["focal_alpha"] not in ("inverse_frequency", None):
         fail("loss.focal_alpha", "must be 'inverse_frequency' or null (no class weighting)")
+    number("loss.focal_gamma", 0)
+    number("loss.dice_eps", 0, low_open=True)
+    weights_ok = [number("loss.focal_weight", 0), number("loss.dice_weight", 0)]
+    if all(weights_ok) and settings["loss"]["focal_weight"] + settings["loss"]["dice_weight"] == 0:
+        fail("loss.dice_weight", "focal_weight and dice_weight must not both be 0")
+    network = settings["network"]
+    for key in sorted(set(network) - set(DEFAULTS["network"])):
+        fail(f"network.{key}", f"unknown key; the network block has {sorted(DEFAULTS['network'])}")
+    name = network.get("class_name")
+    if not (isinstance(name, str) and "." in name.strip(".")):
+        fail("network.class_name", f"must be an importable class path such as {NETWORK_CLASS!r}")
+    if not isinstance(network.get("kwargs"), Mapping):
+        fail("network.kwargs", "must be a JSON object of the network's constructor arguments")
     if settings["optimizer"]["name"] != "Adam":
         fail("optimizer.name", "only 'Adam' (the published optimiser) is implemented")
+    betas = settings["optimizer"]["betas"]
+    if not (isinstance(betas, list) and len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas)):
+        fail("optimizer.betas", "must be two numbers in [0, 1), e.g. [0.9, 0.999]")
+    number("optimizer.eps", 0, low_open=True)
+    number("optimizer.weight_decay", 0)
     if settings["schedule"]["name"] != "one_cycle":
         fail("schedule.name", "only 'one_cycle' (the published schedule) is implemented")
-    if not 0.0 <= float(settings["schedule"]["warmup_fraction"]) < 1.0:
-        fail("schedule.warmup_fraction", "must lie in [0, 1)")
-    if settings["seed"] is not None and not isinstance(settings["seed"], int):
+    rates = [number(f"schedule.{key}", 0, low_open=key != "final_lr") for key in ("initial_lr", "max_lr", "final_lr")]
+    schedule = settings["schedule"]
+    if all(rates) and not schedule["initial_lr"] <= schedule["max_lr"] >= schedule["final_lr"]:
+        fail("schedule.max_lr", "must be >= initial_lr and >= final_lr (the peak of the one-cycle schedule)")
+    number("schedule.warmup_fraction", 0, 1, high_open=True)
+    if settings["seed"] is not None and not _is_int(settings["seed"]):
         fail("seed", "must be an integer or null")
+    if problems:
+        raise SettingsError(problems)
+
+
+def check_overrides(overrides: Mapping[str, Any], num_modalities: int, num_outputs: int) -> dict[str, Any]:
+    """Preset/``--set`` values over the defaults, checked before any planning work; returns the merged block.
+
+    Raises :class:`SettingsError` with every problem: types and ranges (derived keys may still be null) and
+    whether the network imports, builds and runs for this dataset's modalities and outputs.
+    """
+    check_known_keys(overrides)
+    merged = deep_merge(DEFAULTS, overrides)
+    try:
+        validate(merged, resolved=False)
+        problems = []
+    except SettingsError as error:
+        problems = error.problems
+    network = merged["network"]
+    if isinstance(network, Mapping) and isinstance(network.get("class_name"), str) \
+            and isinstance(network.get("kwargs"), Mapping):
+        problems += network_problems(merged, num_modalities, num_outputs)
+    if problems:
+        raise SettingsError(problems)
+    return merged
+
+
+def network_problems(settings: Mapping[str, Any], num_modalities: int, num_outputs: int) -> list[str]:
+    """Import and build the network as nnU-Net will (``get_network_from_plans`` arguments).
+
+    Catches at planning time what would otherwise fail only when training starts. No forward pass (seconds on
+    a busy CPU); a network that declares its ``downsampling`` factor gets the crop size checked against it.
+    Invalid ``neighbours`` or ``crop_size`` (reported by :func:`validate`) are replaced by their defaults here.
+    """
+    import pydoc
+
+    name, kwargs = settings["network"]["class_name"], dict(settings["network"]["kwargs"])
+    neighbours = settings["neighbours"]
+    if not (_is_int(neighbours) and neighbours >= 0):
+        neighbours = 3 if num_modalities == 1 else 2
+    crop = settings["crop_size"]
+    crop = crop[0] if isinstance(crop, list) and crop and _is_int(crop[0]) and crop[0] > 0 else DEFAULTS["crop_size"][0]
+    where = f"sliceres.network.class_name = {_show(name)}"
+    try:
+        network_class = pydoc.locate(name)
+    except pydoc.ErrorDuringImport as error:
+        return [f"{where}: importing it fails ({error.exc.__name__}: {error.value})"]
+    if not callable(network_class):
+        return [f"{where}: no such class can be imported (expected a path such as {NETWORK_CLASS!r})"]
+    try:
+        network = network_class(input_channels=num_modalities, num_classes=num_outputs, neighbours=neighbours,
+                                deep_supervision=False, **kwargs)
+    except (TypeError, ValueError, RuntimeError) as error:
+        return [f"sliceres.network = {_show(dict(settings['network']))}: cannot be built for {num_modalities} "
+                f"modalities x {2 * neighbours + 1} slices -> {num_outputs} outputs "
+                f"({type(error).__name__}: {str(error).strip()[-300:]})"]
+    factor = getattr(network, "downsampling", 1)
+    if _is_int(factor) and crop % factor:
+        return [f"sliceres.crop_size = {_show(settings['crop_size'])}: must be divisible by {factor}, the "
+                f"downsampling of this network"]
+    return []
+
 
 
 def _get(settings: Mapping[str, Any], dotted: str) -> Any:

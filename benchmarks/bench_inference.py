@@ -1,4 +1,4 @@
-"""Inference speed and memory: SliceRes with 1, 8 and 24 views beside stock nnU-Net 3d_fullres and 2d.
+"""Inference speed and memory: SliceRes with 1, 6, 8 and 24 views beside stock nnU-Net 3d_fullres and 2d.
 
 Times the network part of prediction for one preprocessed case (``predict_logits_from_preprocessed_data``:
 sliding window, views or mirroring, fold loop; nnU-Net's preprocessing and export are the same code for all
@@ -9,10 +9,16 @@ the published network (widths 32-256, 2 neighbours for 4 modalities, 96x96 crop)
 
     python benchmarks/bench_inference.py                 # BraTS size 4 x 155 x 240 x 240 on CUDA if present
     python benchmarks/bench_inference.py --tiny          # CPU smoke test at 4 x 24 x 48 x 48, 32x32 crop
-    python benchmarks/bench_inference.py --device cpu --shape 4 40 96 96 --out bench.json
+    python benchmarks/bench_inference.py --device cpu --shape 4 140 170 140 --views 1 24   # brain-cropped case
+    python benchmarks/bench_inference.py --inference tiles whole --no-stock                # tiles vs whole slices
 
-Writes a JSON record (``--out``) and prints a table. Peak GPU memory is ``torch.cuda.max_memory_allocated``
-during the timed run (none on CPU).
+SliceRes views: 1 (axis 0), 6 (3 axes x identity and one flip), 8 (axis 0 x D4), 24 (3 axes x D4); in-plane
+tiles of the training crop (the product's default) and/or whole slices (``--inference tiles whole``).
+
+Writes a JSON record (``--out``) and prints a table with each method's time as a ratio to stock 3d_fullres in the
+same run. Peak GPU memory is ``torch.cuda.max_memory_allocated`` during the timed run (none on CPU). On CUDA the
+untimed warm-up run is the full case (cudnn autotuning is per shape); on CPU, where nothing is tuned, it is a
+small slab of the case, so that a CPU benchmark does not pay every method twice.
 """
 
 from __future__ import annotations
@@ -32,6 +38,16 @@ import torch
 from nnunet_ext.atomic import atomic_write_text
 
 N_CLASSES = 5  # BraTS-GLI: background, NETC, SNFH, ET, RC
+
+
+def _view_sets() -> dict:
+    from nnunet_ext.inference.views import FAST_TRANSFORMS, make_views
+
+    return {1: lambda: make_views([0], [0]), 6: lambda: make_views((0, 1, 2), FAST_TRANSFORMS),
+            8: lambda: make_views([0]), 24: lambda: make_views()}
+
+
+VIEW_SETS = _view_sets()
 
 
 def _stock_plans(shape: tuple[int, int, int], n_modalities: int) -> dict:
@@ -88,7 +104,7 @@ def _stock_predictor(plans: dict, configuration: str, n_modalities: int, device:
 
 
 def _sliceres_predictor(views, crop: int, widths: list[int], n_modalities: int, device: torch.device,
-                        slices_per_batch: int | None = None, step_size: float = 0.5):
+                        slices_per_batch: int | None = None, step_size: float = 0.5, tiles: bool = True):
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from nnunet_ext.inference.predictor import SliceResPredictor
@@ -97,15 +113,17 @@ def _sliceres_predictor(views, crop: int, widths: list[int], n_modalities: int, 
     network = SliceResNet(n_modalities, N_CLASSES, neighbours=2, widths=widths)
     manager = PlansManager({"configurations": {"2d": {"patch_size": [32, crop, crop], "architecture": {}}}})
     predictor = SliceResPredictor(views=views, device=device, allow_tqdm=False, slices_per_batch=slices_per_batch,
-                                  tile_step_size=step_size)
+                                  tile_step_size=step_size, tiles=tiles)
     predictor.manual_initialization(network, manager, manager.get_configuration("2d"), [network.state_dict()],
                                     _dataset_json(n_modalities), "SliceResTrainer", (1, 2))
-    return predictor, (f"crop {crop}, {len(views)} views, {count_parameters(network):,} parameters, "
-                       f"{slices_per_batch or network.slices_per_forward} slices per forward, step {step_size}")
+    inference = f"tiles {crop}x{crop} step {step_size}" if tiles else "whole slices"
+    return predictor, (f"{len(views)} views, {inference}, {count_parameters(network):,} parameters, "
+                       f"{slices_per_batch or network.slices_per_forward} slices per forward")
 
 
 def _time(predictor, data: torch.Tensor, device: torch.device, repeats: int) -> dict:
-    predictor.predict_logits_from_preprocessed_data(data)  # warm-up: cudnn autotuning, allocator, caches
+    # warm-up: cudnn autotuning and the allocator on CUDA need the real shapes; a CPU tunes nothing
+    predictor.predict_logits_from_preprocessed_data(data if device.type == "cuda" else data[:, :8, :32, :32])
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -125,18 +143,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="CPU smoke test: 4 x 24 x 48 x 48, crop 32, small nets")
     parser.add_argument("--shape", nargs=4, type=int, metavar=("C", "Z", "Y", "X"), help="default 4 155 240 240")
     parser.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda if available")
-    parser.add_argument("--views", nargs="+", type=int, default=[1, 8, 24], choices=(1, 8, 24),
-                        help="SliceRes view counts: 1 (axis 0), 8 (axis 0 x D4), 24 (3 axes x D4)")
+    parser.add_argument("--views", nargs="+", type=int, default=[1, 6, 24], choices=sorted(VIEW_SETS),
+                        help="SliceRes view counts: 1 (axis 0), 6 (3 axes x identity + flip), 8 (axis 0 x D4), "
+                             "24 (3 axes x D4)")
+    parser.add_argument("--inference", nargs="+", choices=("tiles", "whole"), default=["tiles"],
+                        help="SliceRes in-plane inference: tiles of the crop size (default) and/or whole slices")
     parser.add_argument("--no-stock", action="store_true", help="skip stock nnU-Net 3d_fullres and 2d")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per method (median is reported)")
     parser.add_argument("--slices-per-batch", type=int,
-                        help="SliceRes slices per forward pass (default: the network's)")
+                        help="SliceRes 2D inputs (slices x transforms) per forward pass (default: the network's)")
     parser.add_argument("--step-size", type=float, default=0.5, help="SliceRes in-plane tile step (nnU-Net's 0.5)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=Path("bench_inference.json"), help="JSON output file")
     args = parser.parse_args(argv)
-
-    from nnunet_ext.inference.views import make_views
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.threads:
@@ -144,12 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     shape = tuple(args.shape or ((4, 24, 48, 48) if args.tiny else (4, 155, 240, 240)))
     crop, widths = (32, [8, 16, 32, 64]) if args.tiny else (96, [32, 64, 128, 256])
     data = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    view_sets = {1: make_views([0], [0]), 8: make_views([0]), 24: make_views()}
 
     methods = {}
     for n in args.views:
-        methods[f"sliceres_{n}_views"] = lambda n=n: _sliceres_predictor(view_sets[n], crop, widths, shape[0], device,
-                                                                             args.slices_per_batch, args.step_size)
+        for inference in args.inference:
+            name = f"sliceres_{n}_views" + ("_whole" if inference == "whole" else "")
+            methods[name] = lambda n=n, tiles=inference == "tiles": _sliceres_predictor(
+                VIEW_SETS[n](), crop, widths, shape[0], device, args.slices_per_batch, args.step_size, tiles)
     if not args.no_stock:
         plans = _stock_plans(shape[1:], shape[0])
         if args.tiny:  # shrink stock networks like ours so the smoke test stays quick
@@ -175,10 +195,12 @@ def main(argv: list[str] | None = None) -> int:
               "torch_threads": torch.get_num_threads(), "tiny": args.tiny, "results": results}
     atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
     print(f"\nshape {list(shape)} on {record['device_name'] or device} ({record['torch_threads']} threads)")
-    print(f"{'method':<22} {'s/case':>9} {'peak GPU MiB':>13}  detail")
+    reference = next((r["seconds"] for r in results if r["method"] == "stock_3d_fullres"), None)
+    print(f"{'method':<26} {'s/case':>9} {'x 3d_fullres':>13} {'peak GPU MiB':>13}  detail")
     for r in results:
         peak = f"{r['peak_gpu_mib']:.0f}" if r["peak_gpu_mib"] is not None else "-"
-        print(f"{r['method']:<22} {r['seconds']:>9.2f} {peak:>13}  {r['detail']}")
+        ratio = f"{r['seconds'] / reference:.2f}" if reference else "-"
+        print(f"{r['method']:<26} {r['seconds']:>9.2f} {ratio:>13} {peak:>13}  {r['detail']}")
     print(f"written {args.out}")
     return 0
 

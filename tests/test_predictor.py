@@ -47,6 +47,7 @@ class EchoNet(nn.Module):
 
 def _predictor(network: nn.Module, views, regions: bool = False, patch=(8, 8),
                parameters: list[dict] | None = None, tiles: bool = False) -> SliceResPredictor:
+    """A predictor around a stand-in network; whole slices unless ``tiles`` (tiles are the product's default)."""
     n = network.n_modalities
     if regions:
         labels = {"background": 0, **{f"r{i}": list(range(i, n + 1)) for i in range(1, n + 1)}}
@@ -266,6 +267,9 @@ def test_cli_writes_nnunet_outputs_with_mean_probabilities_and_postprocessing(st
     record = json.loads((predicted / "sliceres_prediction.json").read_text())
     assert record["folds"] == [0, 1] and record["axes"] == [0, 2] and record["transforms"] == [0, 5]
     assert record["postprocessing"]["mode"] == "components" and record["postprocessing"]["min_size"] == 64
+    logs = list(predicted.glob("sliceres_predict_log_*.txt"))
+    assert len(logs) == 1 and "SliceRes prediction: 4 views" in logs[0].read_text()
+    assert not list(predicted.glob(".sliceres_staging*"))
     for case in cases:
         image = sitk.ReadImage(str(stub_model["raw"] / "imagesTs" / f"{case}_0000.nii.gz"))
         seg = sitk.ReadImage(str(predicted / f"{case}.nii.gz"))
@@ -293,6 +297,29 @@ def test_cli_continue_prediction_redoes_missing_and_truncated_cases_only(stub_mo
     _predict_cli(stub_model, output, "-npp", "0", "-nps", "0", "--save_probabilities", "--continue_prediction",
                  *CLI_VIEWS)
     assert segs[2].stat().st_mtime_ns == untouched
+    for path in segs:
+        assert np.array_equal(_read(path), originals[path.name]), path.name
+
+
+@pytest.mark.e2e
+def test_cli_continue_finishes_an_interrupted_run_and_refuses_other_settings(stub_model: dict, predicted: Path,
+                                                                             tmp_path: Path) -> None:
+    output = tmp_path / "interrupted"
+    shutil.copytree(predicted, output)
+    segs = sorted(output.glob("*.nii.gz"))
+    originals = {p.name: _read(p) for p in segs}
+    # killed after nnU-Net's export, before post-processing: the case exists only in the staging folder
+    staging = output / ".sliceres_staging_part0"
+    staging.mkdir()
+    segs[0].rename(staging / segs[0].name)
+    before = {p.name: p.read_bytes() for p in output.iterdir() if p.is_file()}
+    refused = _predict_cli(stub_model, output, "-npp", "0", "-nps", "0", "--save_probabilities",
+                           "--continue_prediction", "--axes", "0", "2", "--transforms", "0,4", check=False)
+    assert refused.returncode != 0 and "transforms" in refused.stderr and "Traceback" not in refused.stderr
+    assert {p.name: p.read_bytes() for p in output.iterdir() if p.is_file()} == before
+    _predict_cli(stub_model, output, "-npp", "0", "-nps", "0", "--save_probabilities", "--continue_prediction",
+                 *CLI_VIEWS)
+    assert not staging.exists()
     for path in segs:
         assert np.array_equal(_read(path), originals[path.name]), path.name
 

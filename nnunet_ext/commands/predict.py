@@ -4,7 +4,9 @@ Same flags as ``nnUNetv2_predict`` (plus ``-m MODEL_FOLDER`` as in ``nnUNetv2_pr
 and the same outputs: nnU-Net preprocesses, exports in original geometry with its file naming, writes
 ``--save_probabilities`` files (mean probabilities, before post-processing), resumes with
 ``--continue_prediction`` and splits jobs with ``-num_parts/-part_id``. Added: the views (``--axes``,
-``--transforms``) and post-processing of the exported segmentations (``--postprocess``, ``--min-size``).
+``--transforms``), tiled or whole-slice inference (``--inference``), post-processing of the exported segmentations
+(``--postprocess``, ``--min-size``), outputs that reach their final name only when post-processed, resumes that
+check the recorded settings (:mod:`nnunet_ext.inference.folder_prediction`) and a log file in the output folder.
 """
 
 from __future__ import annotations
@@ -12,11 +14,10 @@ from __future__ import annotations
 import argparse
 import os
 
-from nnunet_ext.atomic import atomic_write_text
+from nnunet_ext.run_log import stdout_logged_to
 
 NAME = "predict"
 HELP = "predict with a SliceRes model: 2.5D slices along several axes x in-plane transforms, averaged"
-RECORD_NAME = "sliceres_prediction.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,21 +30,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
     parser.add_argument("-f", nargs="+", help="folds to ensemble (default: every fold with a checkpoint)")
     parser.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint name (default: checkpoint_final.pth)")
-    parser.add_argument("--tiles", action="store_true",
-                        help="predict each slice in training-crop-sized tiles with nnU-Net's Gaussian-weighted sliding "
-                             "window instead of whole (the default: one pass per slice)")
+    parser.add_argument("--inference", choices=("tiles", "whole"), default="tiles",
+                        help="in-plane: tiles of the training crop with nnU-Net's Gaussian-weighted sliding window "
+                             "(default, as published and as trained) or whole slices in one pass (faster; see the "
+                             "README for how it compares)")
     parser.add_argument("-step_size", type=float, default=0.5,
-                        help="with --tiles: in-plane sliding-window step (default: 0.5)")
+                        help="with --inference tiles: in-plane sliding-window step (default: 0.5)")
     parser.add_argument("--axes", nargs="+", type=int, choices=(0, 1, 2),
                         help="slicing axes of the preprocessed array (default: the axes the model was trained on, "
                              "else 0 1 2)")
     parser.add_argument("--transforms", default="all",
                         help="in-plane transforms per axis: all (8, dihedral group), mirror (4 flips, like "
-                             "nnU-Net's mirroring), identity, or indices 0..7 like 0,4 (default: all)")
+                             "nnU-Net's mirroring), fast (identity + left-right flip: 6 views on 3 axes), identity, "
+                             "or indices 0..7 like 0,4 (default: all)")
     parser.add_argument("--postprocess", choices=("auto", "none", "components", "cascade"), default="auto",
-                        help="auto: the setting recorded in the model folder, else remove components smaller than "
-                             "--min-size per label; components: that; cascade: BraTS ET->TC->WT removal with "
-                             "refill; none")
+                        help="auto: the setting recorded in the model folder (see postprocess --select), else the "
+                             "cascade where labels nest (BraTS: ET->TC->WT removal with refill) and per-label removal "
+                             "of components smaller than --min-size otherwise; components: per-label removal; "
+                             "cascade: the region cascade; none")
     parser.add_argument("--min-size", type=int, help="minimum component size in voxels (default: recorded, else 64)")
     parser.add_argument("--slices-per-batch", type=positive_int,
                         help="2D inputs (slices x transforms) per network call (default: the network's "
@@ -111,23 +115,11 @@ def _part_case_ids(input_folder: str, file_ending: str, num_parts: int, part_id:
     return get_identifiers_from_splitted_dataset_folder(input_folder, file_ending)[part_id::num_parts]
 
 
-def _remove_unreadable_outputs(output_folder: str, case_ids: list[str], file_ending: str, reader_writer) -> None:
-    """nnU-Net writes segmentations in place; one cut off by an interruption would be skipped on resume."""
-    for case_id in case_ids:
-        path = os.path.join(output_folder, case_id + file_ending)
-        if os.path.isfile(path):
-            try:
-                reader_writer.read_seg(path)
-            except Exception as error:  # any reader failure means: not a finished output
-                print(f"{path} is unreadable ({type(error).__name__}); predicting it again")
-                os.remove(path)
-
-
 def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from nnunet_ext.inference import postprocessing as pp
+    from nnunet_ext.inference import folder_prediction as fp
     from nnunet_ext.inference.model_folder import check_folds, check_inputs, resolve_model_folder
     from nnunet_ext.inference.predictor import SliceResPredictor
     from nnunet_ext.inference.views import make_views, parse_transforms
@@ -135,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.part_id < args.num_parts:
         raise SystemExit(f"-part_id must be in 0..{args.num_parts - 1} for -num_parts {args.num_parts}, "
                          f"got {args.part_id}")
+    if args.npp == 0 and args.nps == 0 and args.num_parts > 1:
+        raise SystemExit("-npp 0 -nps 0 (sequential mode) does not support -num_parts, as in nnU-Net")
     try:
         transforms = parse_transforms(args.transforms)
         model_folder = resolve_model_folder(args.m, args.d, args.tr, args.p, args.c)
@@ -149,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
                                   perform_everything_on_device=not args.not_on_device, device=_device(args.device),
                                   verbose=args.verbose, verbose_preprocessing=args.verbose,
                                   allow_tqdm=not args.disable_progress_bar, slices_per_batch=args.slices_per_batch,
-                                  tiles=args.tiles)
+                                  tiles=args.inference == "tiles")
     predictor.initialize_from_trained_model_folder(str(model_folder), folds, args.chk)
     trained_axes = predictor.configuration_manager.configuration.get("sliceres", {}).get("axes")
     predictor.views = make_views(args.axes or trained_axes or (0, 1, 2), transforms)
@@ -157,30 +151,48 @@ def run(args: argparse.Namespace) -> int:
 
     file_ending = dataset_json["file_ending"]
     case_ids = _part_case_ids(args.i, file_ending, args.num_parts, args.part_id)
-    os.makedirs(args.o, exist_ok=True)
-    if args.continue_prediction:
-        _remove_unreadable_outputs(args.o, case_ids, file_ending,
-                                   predictor.plans_manager.image_reader_writer_class())
+    output = Path(args.o)
+    output.mkdir(parents=True, exist_ok=True)
     axes = sorted({v.axis for v in predictor.views})
-    inference = f"tiles (step {args.step_size})" if args.tiles else "whole slices"
-    print(f"SliceRes prediction: {len(predictor.views)} views (axes {axes} x transforms {list(transforms)}), "
-          f"folds {folds}, {inference}, post-processing {setting.mode} (min size {setting.min_size}), "
-          f"device {args.device} with {_prediction_threads()} torch threads")
-    if args.npp == 0 and args.nps == 0:
-        if args.num_parts > 1:
-            raise SystemExit("-npp 0 -nps 0 (sequential mode) does not support -num_parts, as in nnU-Net")
-        predictor.predict_from_files_sequential(args.i, args.o, args.save_probabilities,
-                                                not args.continue_prediction, None)
-    else:
-        predictor.predict_from_files(args.i, args.o, save_probabilities=args.save_probabilities,
-                                     overwrite=not args.continue_prediction, num_processes_preprocessing=args.npp,
-                                     num_processes_segmentation_export=args.nps, num_parts=args.num_parts,
-                                     part_id=args.part_id)
-    if setting.mode != "none":
-        pp.postprocess_folder(args.o, args.o, setting, case_ids, max(1, args.nps))
     record = {"model_folder": str(model_folder.resolve()), "folds": folds, "checkpoint": args.chk, "axes": axes,
-              "transforms": list(transforms), "tiles": args.tiles, "tile_step_size": args.step_size,
+              "transforms": list(transforms), "inference": args.inference, "tile_step_size": args.step_size,
               "postprocessing": setting.to_json()}
-    record_path = Path(args.o) / RECORD_NAME
-    atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+    try:
+        if args.continue_prediction:
+            fp.check_continuation(output, record, file_ending)
+    except ValueError as error:
+        raise SystemExit(f"nnunet-ext predict: {error}") from None
+    fp.write_record(output, record)  # before any case: an interrupted run can be checked when continued
+    log_name = "sliceres_predict_log" + (f"_part{args.part_id}" if args.num_parts > 1 else "")
+    with stdout_logged_to(output, log_name) as log:
+        print(f"nnunet-ext predict: log {log}")
+        return _predict_cases(args, predictor, output, case_ids, file_ending, record, setting)
+
+
+def _predict_cases(args: argparse.Namespace, predictor, output, case_ids: list[str], file_ending: str, record: dict,
+                   setting) -> int:
+    from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
+
+    from nnunet_ext.inference import folder_prediction as fp
+
+    done = set(fp.finished_cases(output, case_ids, file_ending)) if args.continue_prediction else set()
+    todo = [c for c in case_ids if c not in done]
+    inference = f"tiles (step {args.step_size})" if args.inference == "tiles" else "whole slices"
+    axes, transforms = record["axes"], record["transforms"]
+    print(f"SliceRes prediction: {len(predictor.views)} views (axes {axes} x transforms {transforms}), "
+          f"folds {record['folds']}, {inference}, post-processing {setting.describe()}, "
+          f"device {args.device} with {_prediction_threads()} torch threads; {len(todo)} of {len(case_ids)} cases "
+          f"to predict")
+    if not todo:
+        return 0
+    inputs = create_lists_from_splitted_dataset_folder(args.i, file_ending, todo)
+    staging = fp.staging_folder(output, args.part_id)
+    staged = [str(staging / case_id) for case_id in todo]
+    if args.npp == 0 and args.nps == 0:
+        predictor.predict_from_files_sequential(inputs, staged, args.save_probabilities, True, None)
+    else:
+        predictor.predict_from_files(inputs, staged, save_probabilities=args.save_probabilities, overwrite=True,
+                                     num_processes_preprocessing=args.npp,
+                                     num_processes_segmentation_export=args.nps)
+    fp.finalise(staging, output, todo, file_ending, setting, max(1, args.nps))
     return 0

@@ -6,13 +6,15 @@ worker pool stay nnU-Net's own code.
 
 For every view (slicing axis x in-plane dihedral transform, see :mod:`nnunet_ext.inference.views`) each slice
 is predicted with its true 2.5D neighbours from the whole volume (edge slices repeated, exactly as in
-training). By default each slice is predicted whole, in one pass (the network is fully convolutional; the plane
-is zero-padded to a multiple of its downsampling and cropped back), and the transforms of one axis go through
-the network together as one batch. ``tiles=True`` uses nnU-Net's in-plane sliding window instead
-(``compute_steps_for_sliding_window``, Gaussian weights from ``compute_gaussian``) with the training crop as
-tile. Slices whose whole 2.5D input is zero get the network's prediction for an all-zero input, computed once.
-Probabilities, not logits, are averaged: over views and over folds, in float32 whatever the network's autocast
-precision (bfloat16 on CUDA devices that support it, else float16; float32 elsewhere).
+training). In-plane, each slice is cut into nnU-Net's sliding-window tiles of the training crop with Gaussian
+weights (``compute_steps_for_sliding_window``, ``compute_gaussian``; the method's "sliding window over every
+slice", the default) or, with ``tiles=False``, predicted whole in one pass (the network is fully convolutional;
+the plane is zero-padded to a multiple of its downsampling and cropped back). Either way the transforms of one
+axis go through the network together, each window transformed and transformed back as nnU-Net's test-time
+mirroring does with its patches, and windows whose 2.5D input is zero get the network's prediction for an
+all-zero input, computed once per axis. Probabilities, not logits, are averaged: over windows, views and folds,
+in float32 whatever the network's autocast precision (bfloat16 on CUDA devices that support it, else float16;
+float32 elsewhere).
 
 nnU-Net turns what the predictor returns into probabilities with the label manager's non-linearity (softmax,
 or sigmoid for region models). We therefore return ``log p`` (softmax) or ``logit p`` (sigmoid) of the mean
@@ -33,7 +35,7 @@ from torch._dynamo import OptimizedModule
 from tqdm import tqdm
 
 from nnunet_ext import dihedral
-from nnunet_ext.inference.views import View, from_view, make_views, to_view
+from nnunet_ext.inference.views import View, make_views
 from nnunet_ext.slicing import empty_input_slices, stack_slices
 
 # probabilities are clamped to [EPS, 1 - EPS] before log/logit so that the returned "logits" stay finite
@@ -57,13 +59,14 @@ class SliceResPredictor(nnUNetPredictor):
 
     ``slices_per_batch`` bounds memory: at most that many 2D inputs (slices x transforms) go through the
     network at once (default: the network's ``slices_per_forward``); when a batch does not fit, it is halved,
-    and a plane too large for one pass falls back to tiles. nnU-Net's mirroring is off; the views replace it.
+    and a whole plane too large for one pass falls back to tiles. nnU-Net's mirroring is off; the views replace
+    it. ``tiles``: sliding-window tiles of the training crop (default) or whole slices.
     """
 
     def __init__(self, views: Sequence[View] = make_views(), tile_step_size: float = 0.5, use_gaussian: bool = True,
                  perform_everything_on_device: bool = True, device: torch.device = torch.device("cuda"),
                  verbose: bool = False, verbose_preprocessing: bool = False, allow_tqdm: bool = True,
-                 slices_per_batch: int | None = None, tiles: bool = False):
+                 slices_per_batch: int | None = None, tiles: bool = True):
         super().__init__(tile_step_size=tile_step_size, use_gaussian=use_gaussian, use_mirroring=False,
                          perform_everything_on_device=perform_everything_on_device, device=device, verbose=verbose,
                          verbose_preprocessing=verbose_preprocessing, allow_tqdm=allow_tqdm)
@@ -145,50 +148,77 @@ class SliceResPredictor(nnUNetPredictor):
         by_axis: dict[int, list[int]] = {}
         for view in self.views:
             by_axis.setdefault(view.axis, []).append(view.transform)
-        total = sum(image.shape[axis + 1] * len(transforms) for axis, transforms in by_axis.items())
-        with tqdm(total=total, desc=f"{len(self.views)} views", unit="slice", disable=not self.allow_tqdm) as progress:
+        with tqdm(total=len(by_axis), desc=f"{len(self.views)} views", unit="axis",
+                  disable=not self.allow_tqdm) as progress:
             for axis, transforms in by_axis.items():
                 stack = torch.movedim(image, axis + 1, 1)  # (C, D, H, W), a view of the image
-                if not self.tiles:
-                    try:
-                        axis_sum = self._predict_whole_slices(stack, transforms, progress)
-                        mean.add_(torch.movedim(axis_sum, 1, axis + 1))
-                        continue
-                    except PlaneTooLarge:
-                        print(f"Slices along axis {axis} (plane {tuple(stack.shape[-2:])}) do not fit through the "
-                              f"network in one pass; predicting this axis in tiles instead")
-                for t in transforms:
-                    mean.add_(self._predict_view_tiled(image, View(axis, t)))
-                    progress.update(stack.shape[1])
+                try:
+                    axis_sum = self._predict_axis(stack, transforms, self.tiles)
+                except PlaneTooLarge:
+                    if self.tiles:
+                        raise RuntimeError(f"not even one {self._patch()} tile of one slice fits through the "
+                                           f"network; free device memory or predict with -device cpu") from None
+                    print(f"Slices along axis {axis} (plane {tuple(stack.shape[-2:])}) do not fit through the "
+                          f"network in one pass; predicting this axis in tiles instead")
+                    axis_sum = self._predict_axis(stack, transforms, True)
+                mean.add_(torch.movedim(axis_sum, 1, axis + 1))
+                progress.update()
         return mean.div_(len(self.views))
 
     def _batch_size(self) -> int:
         return int(self.slices_per_batch or getattr(self.network, "slices_per_forward", 32))
 
-    # ---------------------------------------------------------------------------------------- whole slices
-    def _predict_whole_slices(self, stack: torch.Tensor, transforms: Sequence[int], progress: tqdm) -> torch.Tensor:
-        """(heads, D, H, W) probabilities of every slice of ``stack`` (C, D, H, W), summed over ``transforms``."""
-        k = self.neighbours
-        multiple = int(getattr(self.network, "downsampling", 1))
-        padded, unpad = pad_nd_image(stack, None, "constant", {"value": 0}, True, [1, 1, multiple, multiple])
-        crop = (slice(None), slice(None), *unpad[-2:])
+    def _patch(self) -> tuple[int, int]:
+        return tuple(int(p) for p in self.configuration_manager.patch_size[-2:])
+
+    def _predict_axis(self, stack: torch.Tensor, transforms: Sequence[int], tiles: bool) -> torch.Tensor:
+        """(heads, D, H, W) probabilities of every slice of ``stack`` (C, D, H, W), summed over ``transforms``.
+
+        The plane is cut into windows: the whole (padded) plane, or nnU-Net's sliding-window tiles of the training
+        crop with Gaussian weights. Each window's slices go through the network under every transform of the axis
+        (nnU-Net's test-time mirroring also transforms each patch); slices whose 2.5D input is zero in a window
+        get the all-zero prediction, computed once per axis.
+        """
+        if tiles:
+            patch = self._patch()
+            padded, unpad = pad_nd_image(stack, patch, "constant", {"value": 0}, True)
+            steps = compute_steps_for_sliding_window(tuple(padded.shape[-2:]), patch, self.tile_step_size)
+            origins = [(sx, sy) for sx in steps[0] for sy in steps[1]]
+            weight = (compute_gaussian(patch, sigma_scale=1. / 8, value_scaling_factor=1, dtype=torch.float32,
+                                       device=stack.device) if self.use_gaussian
+                      else torch.ones(patch, dtype=torch.float32, device=stack.device))
+        else:
+            multiple = int(getattr(self.network, "downsampling", 1))
+            padded, unpad = pad_nd_image(stack, None, "constant", {"value": 0}, True, [1, 1, multiple, multiple])
+            patch, origins, weight = tuple(padded.shape[-2:]), [(0, 0)], None
         heads = self.label_manager.num_segmentation_heads
-        total = torch.zeros((heads, *stack.shape[1:]), dtype=torch.float32, device=stack.device)
-        empty = empty_input_slices(padded, k)
-        idle, active = torch.nonzero(empty).flatten(), torch.nonzero(~empty).flatten()
-        if len(idle):
-            zeros = padded.new_zeros((1, padded.shape[0] * (2 * k + 1), *padded.shape[-2:]))
-            probabilities = self._forward_transforms(zeros, transforms)[crop].to(total.device)
-            total.index_add_(1, idle.to(total.device), probabilities.expand(-1, len(idle), -1, -1))
-            progress.update(len(idle) * len(transforms))
-        position = 0
-        while position < len(active):  # the batch may shrink on the way (out of memory)
-            chunk = active[position:position + max(1, self._batch_size() // len(transforms))]
-            probabilities = self._predict_chunk(padded, chunk, transforms)[crop].to(total.device)
-            total.index_add_(1, chunk.to(total.device), probabilities)
-            progress.update(len(chunk) * len(transforms))
-            position += len(chunk)
-        return total
+        accumulated = torch.zeros((heads, *padded.shape[1:]), dtype=torch.float32, device=stack.device)
+        weights = torch.zeros(padded.shape[-2:], dtype=torch.float32, device=stack.device)
+        empty_prediction = None
+        for sx, sy in origins:
+            plane = (slice(sx, sx + patch[0]), slice(sy, sy + patch[1]))
+            window = padded[(slice(None), slice(None), *plane)]
+            target = accumulated[(slice(None), slice(None), *plane)]  # a view: adding into it adds into the sum
+            empty = empty_input_slices(window, self.neighbours)
+            idle, active = torch.nonzero(empty).flatten(), torch.nonzero(~empty).flatten()
+            if len(idle):
+                if empty_prediction is None:
+                    zeros = window.new_zeros((1, window.shape[0] * (2 * self.neighbours + 1), *patch))
+                    empty_prediction = self._forward_transforms(zeros, transforms).to(stack.device)
+                    if weight is not None:
+                        empty_prediction *= weight
+                target.index_add_(1, idle.to(stack.device), empty_prediction.expand(-1, len(idle), -1, -1))
+            position = 0
+            while position < len(active):  # the batch may shrink on the way (out of memory)
+                chunk = active[position:position + max(1, self._batch_size() // len(transforms))]
+                probabilities = self._predict_chunk(window, chunk, transforms).to(stack.device)
+                if weight is not None:
+                    probabilities *= weight
+                target.index_add_(1, chunk.to(stack.device), probabilities)
+                position += len(chunk)
+            weights[plane] += 1.0 if weight is None else weight
+        accumulated /= weights
+        return accumulated[(slice(None), slice(None), *unpad[-2:])]
 
     def _predict_chunk(self, padded: torch.Tensor, chunk: torch.Tensor, transforms: Sequence[int]) -> torch.Tensor:
         """Summed probabilities (heads, len(chunk), H, W) of slices ``chunk``; halves the batch when out of memory."""
@@ -238,30 +268,3 @@ class SliceResPredictor(nnUNetPredictor):
             return dummy_context()  # slow or unsupported elsewhere
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
-
-    # ---------------------------------------------------------------------------------------------- tiles
-    def _predict_view_tiled(self, image: torch.Tensor, view: View) -> torch.Tensor:
-        """One view's probabilities mapped back to (heads, X, Y, Z) on ``image.device``, in-plane tiles."""
-        patch = tuple(int(p) for p in self.configuration_manager.patch_size[-2:])
-        stack, unpad = pad_nd_image(to_view(image, view), patch, "constant", {"value": 0}, True)
-        depth, height, width = stack.shape[1:]
-        heads = self.label_manager.num_segmentation_heads
-        accumulated = torch.zeros((heads, depth, height, width), dtype=torch.float32, device=image.device)
-        weights = torch.zeros((height, width), dtype=torch.float32, device=image.device)
-        gaussian = (compute_gaussian(patch, sigma_scale=1. / 8, value_scaling_factor=1, dtype=torch.float32,
-                                     device=image.device) if self.use_gaussian
-                    else torch.ones(patch, dtype=torch.float32, device=image.device))
-        steps = compute_steps_for_sliding_window((height, width), patch, self.tile_step_size)
-        batch = self._batch_size()
-        for sx in steps[0]:
-            for sy in steps[1]:
-                plane = (slice(sx, sx + patch[0]), slice(sy, sy + patch[1]))
-                tile = stack[(slice(None), slice(None), *plane)]
-                for chunk in torch.arange(depth).split(batch):
-                    inputs = stack_slices(tile, chunk, self.neighbours)
-                    probabilities = self._network_probabilities(inputs.to(self.device, non_blocking=True))
-                    accumulated[(slice(None), slice(int(chunk[0]), int(chunk[-1]) + 1), *plane)] += \
-                        probabilities.to(image.device) * gaussian
-                weights[plane] += gaussian
-        accumulated /= weights
-        return from_view(accumulated[(slice(None), slice(None), *unpad[-2:])], view)

@@ -17,7 +17,10 @@ import torch
 
 from nnunet_ext import dihedral
 
-TRANSFORM_PRESETS = {"all": dihedral.ALL, "mirror": dihedral.MIRRORS, "identity": dihedral.IDENTITY}
+# identity + the flip of the last in-plane axis: left-right on axial and coronal slices of BraTS-oriented data
+FAST_TRANSFORMS = (0, 6)
+TRANSFORM_PRESETS = {"all": dihedral.ALL, "mirror": dihedral.MIRRORS, "fast": FAST_TRANSFORMS,
+                     "identity": dihedral.IDENTITY}
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,8 @@ class View:
 
 
 def parse_transforms(spec: str) -> tuple[int, ...]:
-    """``all`` (8), ``mirror`` (identity + 3 flips, nnU-Net's 2D mirroring), ``identity`` or ``0,3,5``."""
+    """``all`` (8), ``mirror`` (identity + 3 flips, nnU-Net's 2D mirroring), ``fast`` (identity + one flip),
+    ``identity`` or indices such as ``0,3,5``."""
     spec = spec.strip().lower()
     if spec in TRANSFORM_PRESETS:
         return TRANSFORM_PRESETS[spec]

@@ -18,8 +18,8 @@ import pytest
 import SimpleITK as sitk
 from conftest import subprocess_env
 
-from nnunet_ext.dataset_conversion import brats_gli
-from nnunet_ext.dataset_conversion.demo_data import write_demo_dataset
+from nnunet_ext.dataset_conversion import brats_2021, brats_gli
+from nnunet_ext.dataset_conversion.demo_data import make_gli_case, write_demo_dataset
 from nnunet_ext.dataset_conversion.splits import grouped_splits
 
 SHAPE = (48, 48, 32)
@@ -64,6 +64,35 @@ def gli_source(tmp_path_factory) -> Path:
     return out
 
 
+#: BraTS 2021 file key of each GLI modality, in the GLI channel order
+B21_KEYS = dict(zip(("t1n", "t1c", "t2w", "t2f"), brats_2021.MODALITIES))
+
+
+def write_brats_2021_download(out: Path, n: int, shape: tuple[int, int, int], seed: int, first: int = 0
+                              ) -> list[str]:
+    """Synthetic BraTS 2021 cases in the challenge's layout: ``BraTS2021_XXXXX/BraTS2021_XXXXX_{t1,...,seg}``,
+    no resection cavity, enhancing tumour written as 4 (as BraTS 2021 ships it)."""
+    cases = []
+    for i in range(first, first + n):
+        case, images = f"BraTS2021_{i:05d}", make_gli_case(seed + i, shape, cavity=False)
+        (out / case).mkdir(parents=True)
+        for modality, key in B21_KEYS.items():
+            sitk.WriteImage(images[modality], str(out / case / f"{case}_{key}.nii.gz"), useCompression=True)
+        seg = sitk.GetArrayFromImage(images["seg"])
+        as_2021 = sitk.GetImageFromArray(np.where(seg == 3, 4, seg).astype(np.uint8))
+        as_2021.CopyInformation(images["seg"])
+        sitk.WriteImage(as_2021, str(out / case / f"{case}_seg.nii.gz"), useCompression=True)
+        cases.append(case)
+    return cases
+
+
+@pytest.fixture(scope="module")
+def b21_source(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("b21_download")
+    write_brats_2021_download(out, 4, SHAPE, seed=5)
+    return out
+
+
 @pytest.fixture(scope="module")
 def men_source(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("men_download")
@@ -103,12 +132,13 @@ def test_gli_convert_regions_layout_and_patient_splits(nnunet_dirs, gli_source, 
 
 
 @pytest.mark.e2e
-def test_converted_datasets_pass_nnunet_integrity_check(nnunet_dirs, gli_source, men_source, request):
-    """GLI (region-based), MEN-RT demo and, when ../shared is there, the real MEN-RT-like case (~40 s)."""
+def test_converted_datasets_pass_nnunet_integrity_check(nnunet_dirs, gli_source, men_source, b21_source, request):
+    """GLI and BraTS 2021 (region-based), MEN-RT demo and, when ../shared is there, the real MEN-RT-like case."""
     raw = nnunet_dirs["nnUNet_raw"]
-    folders = [raw / "Dataset321_BraTS2024GLI", raw / "Dataset322_BraTS2024MENRT"]
+    folders = [raw / "Dataset321_BraTS2024GLI", raw / "Dataset322_BraTS2024MENRT", raw / "Dataset324_BraTS2021"]
     assert cli("convert", "brats-gli", str(gli_source), "-d", "321", "--regions").returncode == 0
     assert cli("convert", "men-rt", str(men_source), "-d", "322").returncode == 0
+    assert cli("convert", "brats-2021", str(b21_source), "-d", "324", "--regions").returncode == 0
     try:
         real = request.getfixturevalue("shared_data") / "men-rt-like"
     except pytest.skip.Exception:
@@ -119,19 +149,22 @@ def test_converted_datasets_pass_nnunet_integrity_check(nnunet_dirs, gli_source,
     verify_with_nnunet(*folders)
 
 
-def test_region_order_turns_reference_regions_back_into_labels():
+@pytest.mark.parametrize("converter", [brats_gli, brats_2021], ids=["gli", "brats-2021"])
+def test_region_order_turns_reference_regions_back_into_labels(converter):
     """The documented label map: nnU-Net's own LabelManager with our regions and regions_class_order."""
     from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
-    manager = LabelManager(brats_gli.REGIONS, brats_gli.REGIONS_CLASS_ORDER)
-    seg = np.random.default_rng(0).integers(0, 5, (6, 7, 8))
+    manager = LabelManager(converter.REGIONS, converter.REGIONS_CLASS_ORDER)
+    seg = np.random.default_rng(0).integers(0, len(converter.LABELS), (6, 7, 8))
     regions = np.stack([np.isin(seg, r) for r in manager.foreground_regions]).astype(np.float32)
     assert np.array_equal(manager.convert_probabilities_to_segmentation(regions), seg)
-    # contradicting predictions: RC wins over any tumour region; TC outside WT still becomes NETC
-    overlap = np.zeros((4, 1, 1, 2), np.float32)
-    overlap[:, 0, 0, 0] = [1, 1, 1, 1]
-    overlap[:, 0, 0, 1] = [0, 1, 0, 0]
-    assert manager.convert_probabilities_to_segmentation(overlap).ravel().tolist() == [4, 1]
+    # contradicting predictions: with every region on, the last in the order wins (GLI: RC over any tumour
+    # region, BraTS 2021: ET); TC outside WT still becomes NETC
+    overlap = np.zeros((len(manager.foreground_regions), 1, 1, 2), np.float32)
+    overlap[:, 0, 0, 0] = 1
+    overlap[1, 0, 0, 1] = 1
+    assert manager.convert_probabilities_to_segmentation(overlap).ravel().tolist() == \
+        [converter.REGIONS_CLASS_ORDER[-1], 1]
 
 
 def test_export_round_trips_labels_and_geometry_exactly(nnunet_dirs, gli_source, men_source, tmp_path):
@@ -176,6 +209,77 @@ def test_rerun_is_idempotent_and_follows_source_changes(nnunet_dirs, gli_source,
     assert not list(dataset.rglob("BraTS-GLI-00002-001*"))
     assert json.loads((dataset / "dataset.json").read_text())["numTraining"] == GLI_CASES - GLI_UNLABELLED - 1
     assert not list(dataset.rglob(".partial"))
+
+
+def test_brats_2021_becomes_the_gli_convention_and_exports_back(nnunet_dirs, b21_source, gli_source, tmp_path):
+    """Legacy names (also .nii), GLI channel order and labels (ET 4 -> 3), regions, checks, idempotent re-runs,
+    sources untouched; export-brats writes 1/2/4 back on the source grid."""
+    source = tmp_path / "download"
+    shutil.copytree(b21_source, source / "training")
+    uncompressed = source / "training" / "BraTS2021_00001"
+    for path in sorted(uncompressed.iterdir()):  # one case as uncompressed .nii
+        sitk.WriteImage(sitk.ReadImage(str(path)), str(path.with_suffix("")))
+        path.unlink()
+    bad = write_brats_2021_download(source / "more", 1, SHAPE, seed=9, first=4)[0]
+    bad_seg = source / "more" / bad / f"{bad}_seg.nii.gz"
+    _write_like(bad_seg, np.where(array(bad_seg) == 4, 3, array(bad_seg)), bad_seg)  # 3 is no BraTS 2021 label
+    before = tree_hash(source)
+    done = cli("convert", "brats-2021", str(source), "-d", "331", "-j", "2")
+    assert done.returncode == 0, done.stderr
+    assert any(str(bad_seg) in line and "unexpected label values [3]" in line for line in done.stderr.splitlines())
+    regions = cli("convert", "brats-2021", str(source), "-d", "332", "--regions", "--symlink")
+    assert regions.returncode == 0, regions.stderr
+    assert tree_hash(source) == before
+
+    dataset = nnunet_dirs["nnUNet_raw"] / "Dataset331_BraTS2021"
+    meta = json.loads((dataset / "dataset.json").read_text())
+    assert meta["channel_names"] == {str(k): v for k, v in brats_gli.CHANNEL_NAMES.items()}  # the GLI channels
+    assert meta["labels"] == {"background": 0, "NETC": 1, "SNFH": 2, "ET": 3} and meta["numTraining"] == 4
+    region_meta = json.loads((nnunet_dirs["nnUNet_raw"] / "Dataset332_BraTS2021" / "dataset.json").read_text())
+    assert region_meta["labels"] == {"background": 0, "WT": [1, 2, 3], "TC": [1, 3], "ET": [3]}
+    assert region_meta["regions_class_order"] == [2, 1, 3]
+    cases = sorted(p.name[: -len(".nii.gz")] for p in (dataset / "labelsTr").iterdir())
+    assert cases == [f"BraTS2021_{i:05d}" for i in range(4)]  # the bad case skipped
+    case = "BraTS2021_00000"
+    for channel, key in enumerate(("t1", "t1ce", "t2", "flair")):  # t1n, t1c, t2w, t2f of GLI
+        assert (dataset / "imagesTr" / f"{case}_{channel:04d}.nii.gz").read_bytes() == \
+            (source / "training" / case / f"{case}_{key}.nii.gz").read_bytes()
+    linked = nnunet_dirs["nnUNet_raw"] / "Dataset332_BraTS2021"
+    assert (linked / "imagesTr" / f"{case}_0000.nii.gz").is_symlink()
+    assert not (linked / "labelsTr" / f"{case}.nii.gz").is_symlink()  # relabelled: written, never linked
+    for case in cases:
+        folder = source / "training" / case
+        seg = next(folder.glob(f"{case}_seg.nii*"))
+        original = array(seg)
+        assert {4} <= set(np.unique(original).tolist()) <= {0, 1, 2, 4}
+        assert np.array_equal(array(dataset / "labelsTr" / f"{case}.nii.gz"), np.where(original == 4, 3, original))
+        assert np.array_equal(array(dataset / "imagesTr" / f"{case}_0003.nii.gz"), array(next(folder.glob("*_flair*"))))
+
+    again = cli("convert", "brats-2021", str(source), "-d", "331", "-j", "2")
+    assert again.returncode == 0 and "(0 written, 4 already up to date)" in again.stdout, again.stdout
+
+    out = tmp_path / "submission"
+    done = cli("export-brats", str(dataset / "labelsTr"), str(out), "--task", "brats-2021", "--raw", str(source))
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == [f"{c}.nii.gz" for c in cases]
+    for case in cases:
+        seg = next((source / "training" / case).glob(f"{case}_seg.nii*"))
+        exported, original = sitk.ReadImage(str(out / f"{case}.nii.gz")), sitk.ReadImage(str(seg))
+        assert np.array_equal(sitk.GetArrayFromImage(exported), sitk.GetArrayFromImage(original))
+        assert (exported.GetSpacing(), exported.GetOrigin(), exported.GetDirection()) == \
+            (original.GetSpacing(), original.GetOrigin(), original.GetDirection())
+    # a GLI prediction (RC 4) has no BraTS 2021 meaning: refused, naming the file
+    gli_seg = gli_source / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-seg.nii.gz"
+    pred = tmp_path / "gli_pred"
+    pred.mkdir()
+    rc = array(gli_seg)
+    rc[0, 0, 0] = 4
+    image = sitk.GetImageFromArray(rc)
+    image.CopyInformation(sitk.ReadImage(str(gli_seg)))
+    sitk.WriteImage(image, str(pred / f"{case}.nii.gz"))
+    done = cli("export-brats", str(pred), str(tmp_path / "refused"), "--task", "brats-2021")
+    assert done.returncode == 1 and f"{case}.nii.gz" in done.stderr and "[4]" in done.stderr, done.stderr
+    assert not (tmp_path / "refused").exists()
 
 
 def _write_like(path: Path, data: np.ndarray, like: Path, origin_shift: float = 0.0) -> None:

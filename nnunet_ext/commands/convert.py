@@ -1,4 +1,4 @@
-"""``nnunet-ext convert brats-gli|men-rt SRC -d ID``: challenge downloads -> nnU-Net raw datasets."""
+"""``nnunet-ext convert brats-gli|brats-2021|men-rt SRC -d ID``: challenge downloads -> nnU-Net raw datasets."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 NAME = "convert"
-HELP = "convert a BraTS-GLI 2024 or BraTS-MEN-RT 2024 download into an nnU-Net raw dataset"
+HELP = "convert a BraTS-GLI 2024, BraTS 2021 or BraTS-MEN-RT 2024 download into an nnU-Net raw dataset"
 
 
 def _common(parser: argparse.ArgumentParser, default_name: str) -> None:
@@ -35,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="region-based labels WT (1,2,3), TC (1,3), ET (3), RC (4) as BraTS scores them")
     gli.add_argument("--preprocessed-root", type=Path, default=None,
                      help="nnUNet_preprocessed folder for splits_final.json (default: $nnUNet_preprocessed)")
+    b21 = sub.add_parser("brats-2021", help="BraTS 2021 (BraTS2021_XXXXX_{flair,t1,t1ce,t2,seg}): the GLI channels "
+                                            "and labels (ET 4 -> 3), so GLI models and rules apply")
+    _common(b21, "BraTS2021")
+    b21.add_argument("--regions", action="store_true",
+                     help="region-based labels WT (1,2,3), TC (1,3), ET (3) as BraTS scores them")
     men = sub.add_parser("men-rt", help="BraTS-MEN-RT 2024: 1 channel (T1C), GTV; optional preprocessing")
     _common(men, "BraTS2024MENRT")
     men.add_argument("--resample-iso", type=float, metavar="MM", default=None,
@@ -58,7 +63,7 @@ def _root(explicit: Path | None, env: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from nnunet_ext.case_checks import CaseCheckError, format_summary
-    from nnunet_ext.dataset_conversion import brats_gli, men_rt
+    from nnunet_ext.dataset_conversion import brats_2021, brats_gli, men_rt
     from nnunet_ext.dataset_conversion.raw_dataset import convert
     from nnunet_ext.dataset_conversion.splits import grouped_splits, write_splits
 
@@ -84,6 +89,11 @@ def run(args: argparse.Namespace) -> int:
                 splits = grouped_splits(result.training, brats_gli.patient_of)
                 path = write_splits(splits, preprocessed_root, spec.folder_name)
                 print(f"wrote {len(splits)}-fold patient-grouped splits to {path}")
+        elif args.task == "brats-2021":  # one scan per patient: nnU-Net's own split is patient-grouped already
+            spec = brats_2021.dataset_spec(args.dataset_id, args.name, args.regions)
+            result = convert(brats_2021.find_cases(args.src), spec, raw_root, symlink=args.symlink,
+                             strict=args.strict, num_workers=args.num_workers, task=args.task, source=args.src,
+                             take_over=args.take_over)
         else:
             steps = men_rt.MenRtPreprocessing(args.resample_iso, args.register_to, args.affine, args.skull_strip)
             steps.check_available()

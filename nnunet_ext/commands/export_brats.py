@@ -1,4 +1,4 @@
-"""``nnunet-ext export-brats PRED_DIR OUT_DIR --task gli|men-rt``: predictions -> challenge submission files."""
+"""``nnunet-ext export-brats PRED_DIR OUT_DIR --task gli|men-rt|brats-2021``: predictions -> submission files."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import sys
 from pathlib import Path
 
 NAME = "export-brats"
-HELP = "turn nnU-Net predictions into BraTS 2024 submission files (names, labels, original geometry)"
+HELP = "turn nnU-Net predictions into BraTS 2024 / 2021 submission files (names, labels, original geometry)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pred_dir", type=Path, help="folder with nnU-Net predictions (CASE.nii.gz)")
     parser.add_argument("out_dir", type=Path, help="folder for the submission files")
-    parser.add_argument("--task", choices=["gli", "men-rt"], required=True)
+    parser.add_argument("--task", choices=["gli", "men-rt", "brats-2021"], required=True,
+                        help="brats-2021: predictions of a 'convert brats-2021' model, written with ET as 4")
     parser.add_argument("--raw", type=Path, default=None,
                         help="the challenge download the predictions are for: their grid is checked against "
                              "it and its exact header geometry copied")

@@ -1,4 +1,4 @@
-"""nnU-Net predictions -> BraTS 2024 submission files (names, label values, geometry).
+"""nnU-Net predictions -> BraTS 2024 (and BraTS 2021) submission files (names, label values, geometry).
 
 nnU-Net always writes label maps, also for region-based models (it applies ``regions_class_order``), so no
 region decoding is needed here; what is checked and fixed:
@@ -6,8 +6,10 @@ region decoding is needed here; what is checked and fixed:
 * names: ``BraTS-GLI-XXXXX-YYY.nii.gz`` (GLI, the challenge's submission naming) and
   ``BraTS-MEN-RT-XXXX-Y.nii.gz`` for MEN-RT. The MEN-RT submission name is an assumption: the case name
   without the ``_t1c``/``_gtv`` suffix, the same convention as GLI; rename if the challenge asks otherwise.
+  BraTS 2021: ``BraTS2021_XXXXX.nii.gz``.
 * labels: GLI 0..4 (NETC 1, SNFH 2, ET 3, RC 4), MEN-RT 0/1 (GTV), stored as uint8. Any other value
-  (or a multi-channel image) is an error naming the file.
+  (or a multi-channel image) is an error naming the file. BraTS 2021 models (``convert brats-2021``) predict
+  the GLI labels 0..3; the files get BraTS 2021's own values back (ET 3 -> 4: 0, 1, 2, 4).
 * geometry: with ``raw`` (the challenge download) the prediction must lie on the source image's grid (same
   size; spacing/origin/direction within nnU-Net's tolerance) and the source's header geometry is copied
   exactly. With ``dataset`` (an nnU-Net raw dataset written by ``convert men-rt`` with resampling or
@@ -27,15 +29,21 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from nnunet_ext.dataset_conversion import brats_gli, men_rt
+from nnunet_ext.dataset_conversion import brats_2021, brats_gli, men_rt
 from nnunet_ext.dataset_conversion.files import PARTIAL, remove_partials, write_image
-from nnunet_ext.dataset_conversion.raw_dataset import RECORDS
+from nnunet_ext.dataset_conversion.raw_dataset import RECORDS, relabel
 from nnunet_ext.nifti_io import ImageReadError, read_image
 
-TASKS = ("gli", "men-rt")
-CHALLENGE_LABELS = {"gli": (0, 1, 2, 3, 4), "men-rt": (0, 1)}
+TASKS = ("gli", "men-rt", "brats-2021")
+#: label values a prediction of each task may hold (what its converted dataset stores)
+CHALLENGE_LABELS = {"gli": (0, 1, 2, 3, 4), "men-rt": (0, 1), "brats-2021": (0, 1, 2, 3)}
+#: predicted label -> submitted label where the challenge's files differ from the converted dataset
+TO_CHALLENGE = {"brats-2021": {v: k for k, v in brats_2021.TO_GLI.items()}}
 _NAME = {"gli": re.compile(r"^BraTS-GLI-\d{5}-\d{3}$"),
-         "men-rt": re.compile(r"^BraTS[-_]MEN[-_]RT[-_](?P<patient>\d+)[-_](?P<scan>\d+)$")}
+         "men-rt": re.compile(r"^BraTS[-_]MEN[-_]RT[-_](?P<patient>\d+)[-_](?P<scan>\d+)$"),
+         "brats-2021": brats_2021.CASE_NAME}
+_EXPECTED = {"gli": "BraTS-GLI-XXXXX-YYY", "men-rt": "BraTS-MEN-RT-XXXX-Y", "brats-2021": "BraTS2021_XXXXX"}
+_FINDERS = {"gli": brats_gli.find_cases, "men-rt": men_rt.find_cases, "brats-2021": brats_2021.find_cases}
 
 
 class ExportError(ValueError):
@@ -54,17 +62,15 @@ def challenge_name(task: str, case_id: str) -> str:
     """Submission file name for an nnU-Net case identifier (error for names that are not challenge cases)."""
     match = _NAME[task].match(case_id)
     if match is None:
-        expected = "BraTS-GLI-XXXXX-YYY" if task == "gli" else "BraTS-MEN-RT-XXXX-Y"
-        raise ExportError(f"{case_id}: not a {task} case name ({expected})")
+        raise ExportError(f"{case_id}: not a {task} case name ({_EXPECTED[task]})")
     if task == "men-rt":
         case_id = f"BraTS-MEN-RT-{match['patient']}-{match['scan']}"
     return f"{case_id}.nii.gz"
 
 
 def _source_images(task: str, raw: Path) -> dict[str, Path]:
-    """Case id -> one source image whose grid the submission must have (t1n for GLI, t1c for MEN-RT)."""
-    finder = brats_gli.find_cases if task == "gli" else men_rt.find_cases
-    return {case.case_id: case.images[0] for case in finder(raw) if case.images[0].is_file()}
+    """Case id -> one source image whose grid the submission must have (t1n / t1 for gliomas, t1c for MEN-RT)."""
+    return {case.case_id: case.images[0] for case in _FINDERS[task](raw) if case.images[0].is_file()}
 
 
 def _header(path: Path) -> sitk.ImageFileReader:
@@ -102,8 +108,9 @@ def export_case(job: ExportJob, task: str) -> Path:
     values = np.unique(sitk.GetArrayViewFromImage(prediction))
     unexpected = sorted(set(values.tolist()) - set(CHALLENGE_LABELS[task]))
     if unexpected:
-        raise ExportError(f"{name}: label values {unexpected} are not {task} labels {list(CHALLENGE_LABELS[task])}")
-    prediction = sitk.Cast(prediction, sitk.sitkUInt8)
+        raise ExportError(f"{name}: label values {unexpected} are not {task} prediction labels "
+                          f"{list(CHALLENGE_LABELS[task])}")
+    prediction = relabel(sitk.Cast(prediction, sitk.sitkUInt8), TO_CHALLENGE.get(task, {}))
     if job.record is not None:
         record = json.loads(job.record.read_text())
         prediction = men_rt.to_source_grid(prediction, record, job.record.parent)

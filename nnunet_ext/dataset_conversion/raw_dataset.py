@@ -1,7 +1,8 @@
 """Shared core of the converters: validate source cases, then write an nnU-Net raw dataset from them.
 
-The challenge-specific modules (:mod:`brats_gli`, :mod:`men_rt`) only find the source files and declare
-channels and labels; everything that makes a conversion safe lives here once:
+The challenge-specific modules (:mod:`brats_gli`, :mod:`brats_2021`, :mod:`men_rt`) only find the source files
+and declare channels and labels (and a label mapping where the challenge's values differ); everything that
+makes a conversion safe lives here once:
 
 * every case is checked with :mod:`nnunet_ext.case_checks` *before* anything is written; all problems are
   reported in one summary; ``strict`` raises, otherwise bad cases are skipped with a warning;
@@ -73,6 +74,9 @@ class DatasetSpec:
     description: str = ""
     reference: str = ""
     licence: str = ""
+    #: source label -> stored label where the challenge's values differ from the dataset's (BraTS 2021: ET 4 -> 3);
+    #: label files are then rewritten instead of copied (images still are)
+    label_mapping: dict[int, int] = field(default_factory=dict)
 
     @property
     def folder_name(self) -> str:
@@ -162,13 +166,31 @@ def _place(src: Path, dst: Path, symlink: bool) -> None:
         copy_file(src, dst)
 
 
+def relabel(label: sitk.Image, mapping: dict[int, int]) -> sitk.Image:
+    """``label`` with the values in ``mapping`` replaced (others kept), same grid and pixel type.
+
+    (NumPy rather than ``sitk.ChangeLabel``, which rejects the float label files some downloads ship.)
+    """
+    if not mapping:
+        return label
+    source = sitk.GetArrayViewFromImage(label)
+    values = source.copy()
+    for old, new in mapping.items():
+        values[source == old] = new
+    result = sitk.GetImageFromArray(values)
+    result.CopyInformation(label)
+    return result
+
+
 def _convert_case(case: SourceCase, dataset_dir: Path, symlink: bool,
-                  preprocessor: CasePreprocessor | None) -> None:
+                  preprocessor: CasePreprocessor | None, label_mapping: dict[int, int]) -> None:
     dst_images, dst_label = _destinations(case, dataset_dir)
     if preprocessor is None:
         for src, dst in zip(case.images, dst_images):
             _place(src, dst, symlink)
-        if dst_label is not None:
+        if dst_label is not None and label_mapping:
+            write_image(relabel(read_image(case.label), label_mapping), dst_label)
+        elif dst_label is not None:
             _place(case.label, dst_label, symlink)
         return
     records = dataset_dir / RECORDS
@@ -177,7 +199,7 @@ def _convert_case(case: SourceCase, dataset_dir: Path, symlink: bool,
     for image, dst in zip(images, dst_images):
         write_image(image, dst)
     if dst_label is not None:
-        write_image(label, dst_label)
+        write_image(relabel(label, label_mapping), dst_label)
     write_json(record, records / f"{case.case_id}.json")
 
 
@@ -252,6 +274,8 @@ def _write_cases(good: Sequence[SourceCase], spec: DatasetSpec, dataset_dir: Pat
         outputs = dst_images + ([dst_label] if dst_label is not None else [])
         recipe = {"symlink": symlink, "preprocessing": preprocessor_recipe,
                   "outputs": [str(p.relative_to(dataset_dir)) for p in outputs]}
+        if spec.label_mapping:  # only here, so outputs of converters without one stay current
+            recipe["label_mapping"] = sorted(spec.label_mapping.items())
         sources = list(case.images) + ([case.label] if case.label is not None else []) + list(extra_sources)
         print_ = fingerprint(recipe, sources)
         keys = [str(p.relative_to(dataset_dir)) for p in outputs]
@@ -272,12 +296,13 @@ def _write_cases(good: Sequence[SourceCase], spec: DatasetSpec, dataset_dir: Pat
     bar = tqdm(total=len(todo), desc=f"writing {spec.folder_name}", unit="case", disable=not todo)
     if num_workers <= 1 or len(todo) <= 1:
         for case, print_, outputs in todo:
-            _convert_case(case, dataset_dir, symlink, preprocessor)
+            _convert_case(case, dataset_dir, symlink, preprocessor, spec.label_mapping)
             finished(case, print_, outputs)
             bar.update()
     else:
         with ProcessPoolExecutor(max_workers=num_workers) as pool:
-            futures = {pool.submit(_convert_case, case, dataset_dir, symlink, preprocessor): (case, print_, outputs)
+            futures = {pool.submit(_convert_case, case, dataset_dir, symlink, preprocessor,
+                                   spec.label_mapping): (case, print_, outputs)
                        for case, print_, outputs in todo}
             for future, (case, print_, outputs) in futures.items():
                 future.result()

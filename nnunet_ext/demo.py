@@ -21,13 +21,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from nnunet_ext.compare.budget import Budget
 from nnunet_ext.compare.manifest import StepCache
 from nnunet_ext.compare.methods import EXT_ENTRY, METHODS, TWENTY_FOUR_VIEWS, Variant
 from nnunet_ext.compare.pipeline import Comparison, Settings
 from nnunet_ext.compare.process import probe_command, run_logged
 from nnunet_ext.discovery import environment_with_trainers
 from nnunet_ext.reporting.tables import read_per_case, regions_of
+from nnunet_ext.training.budget import Budget
 
 log = logging.getLogger("nnunet_ext.compare")
 

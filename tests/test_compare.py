@@ -12,12 +12,12 @@ import pytest
 from conftest import subprocess_env
 from synthetic import make_raw_dataset
 
-from nnunet_ext.compare.budget import Budget
 from nnunet_ext.compare.heldout import dataset_cases, ensure_splits, held_out, stage_cases
 from nnunet_ext.compare.manifest import StepCache
 from nnunet_ext.compare.methods import select
 from nnunet_ext.compare.process import StepFailed, probe_command, run_logged
 from nnunet_ext.reporting.tables import read_per_case
+from nnunet_ext.training.budget import Budget
 
 
 def touch(path: Path, text: str = "x") -> Path:
@@ -88,10 +88,12 @@ def test_probe_records_successful_entry_points_only(tmp_path):
 
 
 def test_budget_and_methods_validation():
-    assert Budget(epochs=2, iterations=3).env() == {"NNUNET_EXT_EPOCHS": "2", "NNUNET_EXT_ITERATIONS": "3"}
-    assert Budget(minutes=1.5).env() == {"NNUNET_EXT_TIME_LIMIT_MIN": "1.5"}
+    # the variable names are the documented interface (README, Training)
+    assert Budget(epochs=2, iterations=3).to_env() == {"NNUNET_EXT_EPOCHS": "2", "NNUNET_EXT_ITERATIONS": "3"}
+    assert Budget(minutes=1.5).to_env() == {"NNUNET_EXT_TIME_LIMIT_MIN": "1.5"}
+    assert Budget(minutes=1.5).bounded() == Budget(minutes=1.5)
     with pytest.raises(ValueError, match="budget"):
-        Budget()
+        Budget().bounded()  # a comparison needs epochs or minutes
     with pytest.raises(ValueError, match="positive"):
         Budget(epochs=0)
     assert [m.name for m in select(["sliceres", "2d"], resenc=True)] == ["sliceres", "2d", "3d_fullres_resenc"]
@@ -155,6 +157,12 @@ def test_compare_end_to_end_and_resume(nnunet_dirs, tmp_path):
     assert all(f"figures/{name}" in report for name in figures) and "<table>" in (out / "report.html").read_text()
     results = json.loads((out / "results.json").read_text())
     assert results["cost"]["sliceres_24view"]["inference_seconds_per_case"] > 0
+    for method, trainer in (("2d", "nnUNetTrainerBudget"), ("sliceres", "SliceResTrainer")):  # same accounting
+        batch = json.loads((out / "nnUNet_results" / "Dataset501_Tiny" / f"{trainer}__nnUNetPlans__2d" /
+                            "plans.json").read_text())["configurations"]["2d"]["batch_size"]
+        cost = results["cost"][method if method == "2d" else "sliceres_1view"]
+        assert cost["examples_seen_per_fold"] == 1 * 2 * batch and 0 < cost["train_step_share"] < 1
+        assert steps[f"train/{method}/fold_0"]["result"]["effective_budget"]["val_iterations_per_epoch"] == 1
 
     # interruption: the 24-view prediction's record and files are lost; re-running redoes only what depends on it
     checkpoints = {m: (out / "nnUNet_results" / "Dataset501_Tiny" / f"{t}__nnUNetPlans__2d" / "fold_0" /

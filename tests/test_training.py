@@ -7,6 +7,8 @@ the budget variables cap epochs and iterations.
 from __future__ import annotations
 
 import json
+import math
+import multiprocessing
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +17,8 @@ import pytest
 import torch
 
 from nnunet_ext.discovery import environment_with_trainers
-from nnunet_ext.training.budget import ENV_EPOCHS, ENV_ITERATIONS, ENV_TIME_LIMIT, ENV_VAL_ITERATIONS, Budget
+from nnunet_ext.training.budget import ENV_NAMES, Budget, read_record
+from nnunet_ext.training.budget_mixin import VAL_PER_TRAIN_ITERATION, planned_epochs, rank0_decides
 from nnunet_ext.training.one_cycle import OneCycleSchedule
 from tests.synthetic import make_raw_dataset
 
@@ -23,14 +26,14 @@ SMALL = ["--set", "crop_size=[32,32]", "--set", "batch_size=8", "--set", "epoch.
          "--set", "network.kwargs.widths=[8,16,32,64]", "--set", "network.kwargs.blocks_down=[1,1,1,1]"]
 
 
-def _env(root: Path, **budget: str) -> dict[str, str]:
+def _env(root: Path, **budget: float) -> dict[str, str]:
     env = environment_with_trainers()
     env.update({"nnUNet_raw": str(root / "raw"), "nnUNet_preprocessed": str(root / "pre"),
                 "nnUNet_results": str(root / "res"), "nnUNet_n_proc_DA": "1", "nnUNet_def_n_proc": "1",
                 "nnUNet_compile": "f", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
-    for key in (ENV_EPOCHS, ENV_ITERATIONS, ENV_VAL_ITERATIONS, ENV_TIME_LIMIT):
-        env.pop(key, None)
-    env.update({f"NNUNET_EXT_{k.upper()}": str(v) for k, v in budget.items()})
+    for name in ENV_NAMES.values():
+        env.pop(name, None)
+    env.update(Budget(**budget).to_env())
     return env
 
 
@@ -48,7 +51,7 @@ def _plan(root: Path, dataset_id: int, **make_kwargs) -> None:
          _env(root))
 
 
-def _train(root: Path, dataset_id: int, fold: int, trainer: str = "SliceResTrainer", *extra: str, **budget: str):
+def _train(root: Path, dataset_id: int, fold: int, trainer: str = "SliceResTrainer", *extra: str, **budget: float):
     return _run(["nnUNetv2_train", str(dataset_id), "2d", str(fold), "-tr", trainer, "-device", "cpu", *extra],
                 _env(root, **budget))
 
@@ -91,11 +94,33 @@ def test_sliceres_trains_validates_resumes_and_honours_time_limit(planned):
 
     # --c resumes from checkpoint_final; the time limit (reached at once) stops after one more epoch of 50
     result = _train(planned, 521, 0, "SliceResTrainer", "--c", epochs=50, iterations=6, val_iterations=1,
-                    time_limit_min="0.0001")
+                    minutes=0.0001)
     resumed = _logging(final)["train_losses"]
     assert len(resumed) == 4 and resumed[:3] == pytest.approx(losses)
     assert "time limit" in result.stdout.lower()
     assert (model / "fold_0" / "validation" / "summary.json").is_file()
+    record = read_record(model / "fold_0")  # the resumed run adds to the first run's accounting
+    assert record["runs"] == 2 and record["epochs_trained"] == 4 and record["stopped_by_time_limit"]
+    assert record["examples_seen"] == 4 * 6 * plans["batch_size"]
+    assert record["budget"] == Budget(epochs=50, iterations=6, val_iterations=1, minutes=0.0001).as_dict()
+
+
+@pytest.mark.e2e
+def test_time_limited_run_spends_most_of_its_wall_clock_in_train_steps(planned):
+    """The issue's SliceRes run spent half its clock outside train steps and stopped mid-schedule: now the
+    epochs are planned from whole epochs, validation is capped and the plot throttled."""
+    _train(planned, 521, 1, iterations=4, minutes=0.25)  # validation iterations: the plans' own, capped
+    fold = _model(planned, "Dataset521_Tiny") / "fold_1"
+    record = read_record(fold)
+    plans = json.loads((fold.parent / "plans.json").read_text())["configurations"]["2d"]
+    assert record["train_step_share"] > 0.5, record
+    parts = sum(record[f"{part}_seconds"] for part in ("startup", "train_loop", "validation", "epoch_end"))
+    assert 0.95 * record["wall_seconds"] <= parts <= record["wall_seconds"]  # every second is in a bucket
+    assert record["effective"]["val_iterations_per_epoch"] == math.ceil(VAL_PER_TRAIN_ITERATION * 4) < \
+        plans["sliceres"]["epoch"]["val_iterations_per_epoch"]
+    assert record["examples_seen"] == record["epochs_trained"] * 4 * plans["batch_size"]
+    assert record["stopped_by_time_limit"] and record["epochs_trained"] == record["effective"]["epochs"]
+    assert "Budget spent:" in (next(fold.glob("training_log_*.txt"))).read_text()
 
 
 @pytest.mark.e2e
@@ -106,6 +131,9 @@ def test_stock_budget_trainer_still_trains_2d_on_the_same_plans(planned):
     assert len(_logging(model / "fold_0" / "checkpoint_final.pth")["train_losses"]) == 1
     plans = json.loads((model / "plans.json").read_text())["configurations"]["2d"]
     assert len(plans["patch_size"]) == 2 and "PlainConvUNet" in plans["architecture"]["network_class_name"]
+    record = read_record(model / "fold_0")  # the same accounting as SliceRes
+    assert record["examples_seen"] == 1 * 2 * plans["batch_size"] and record["epochs_trained"] == 1
+    assert 0 < record["train_step_seconds"] < record["wall_seconds"] and not record["stopped_by_time_limit"]
 
 
 @pytest.mark.e2e
@@ -119,17 +147,76 @@ def test_region_based_dataset_trains_with_sigmoid(tmp_path):
 
 
 def test_budget_reads_environment_and_names_bad_values(monkeypatch):
-    monkeypatch.setenv(ENV_EPOCHS, "3")
-    monkeypatch.setenv(ENV_TIME_LIMIT, "1.5")
-    monkeypatch.delenv(ENV_ITERATIONS, raising=False)
-    monkeypatch.delenv(ENV_VAL_ITERATIONS, raising=False)
-    assert Budget.from_env() == Budget(epochs=3, time_limit_min=1.5)
-    monkeypatch.setenv(ENV_EPOCHS, "many")
+    for name in ENV_NAMES.values():
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(ENV_NAMES["epochs"], "3")
+    monkeypatch.setenv(ENV_NAMES["minutes"], "1.5")
+    assert Budget.from_env() == Budget(epochs=3, minutes=1.5)
+    monkeypatch.setenv(ENV_NAMES["epochs"], "many")
     with pytest.raises(ValueError, match="NNUNET_EXT_EPOCHS='many'"):
         Budget.from_env()
-    monkeypatch.setenv(ENV_EPOCHS, "0")
+    monkeypatch.setenv(ENV_NAMES["epochs"], "0")
     with pytest.raises(ValueError, match="must be >= 1"):
         Budget.from_env()
+    with pytest.raises(ValueError, match="NNUNET_EXT_TIME_LIMIT_MIN='-1'"):
+        Budget.from_env({ENV_NAMES["minutes"]: "-1"})
+    full = Budget(epochs=4, iterations=5, val_iterations=2, minutes=0.25)  # the writer and the readers agree
+    assert Budget.from_env(full.to_env()) == full and Budget.from_env({}) == Budget()
+
+
+def test_planned_epochs_count_whole_epochs_and_stop_when_the_next_would_not_fit():
+    # 30 s left, epochs of 10 s (the first, with its start-up, is not typical): 3 more
+    assert planned_epochs(done=2, configured=100, elapsed=30.0, limit=60.0, epoch_seconds=[20.0, 10.0]) == 5
+    assert planned_epochs(done=2, configured=100, elapsed=55.0, limit=60.0, epoch_seconds=[20.0, 10.0]) == 2
+    assert planned_epochs(done=1, configured=100, elapsed=70.0, limit=60.0, epoch_seconds=[20.0]) == 1
+    assert planned_epochs(done=1, configured=100, elapsed=20.0, limit=60.0, epoch_seconds=[20.0]) == 3
+    assert planned_epochs(done=2, configured=4, elapsed=30.0, limit=600.0, epoch_seconds=[20.0, 10.0]) == 4
+
+
+def _lr_gap_to_ideal_schedule(counted_seconds: float) -> tuple[int, float]:
+    """Simulated time-limited run: 2 s start-up, epochs of 10 s (6 s of train steps, 4 s of validation,
+    checkpoint and plot), 100 s limit, re-planned after every epoch from ``counted_seconds`` per epoch.
+    Returns the epochs trained and the largest gap (relative to the peak rate) between the learning rate each
+    epoch started with and the one-cycle schedule fitted to exactly those epochs."""
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+    schedule = OneCycleSchedule(optimizer, num_epochs=1000, iterations_per_epoch=10)
+    elapsed, done, planned, used = 2.0, 0, 1000, []
+    while done < planned:
+        used.append(schedule.step_iteration(done, 0))
+        elapsed, done = elapsed + 10.0, done + 1
+        planned = planned_epochs(done, 1000, elapsed, 100.0, [counted_seconds] * done)
+        schedule.num_epochs = planned
+    ideal = OneCycleSchedule(optimizer, num_epochs=done, iterations_per_epoch=10)
+    return done, max(abs(lr - ideal.lr(10 * epoch)) for epoch, lr in enumerate(used)) / ideal.max_lr
+
+
+def test_planning_from_whole_epochs_follows_the_one_cycle_schedule():
+    epochs, gap = _lr_gap_to_ideal_schedule(counted_seconds=10.0)  # whole epochs, as the trainers measure them
+    assert epochs == 9 and gap < 1e-9  # 9 x 10 s fit in 100 - 2 s, on the schedule of 9 epochs throughout
+    epochs, gap = _lr_gap_to_ideal_schedule(counted_seconds=6.0)  # train time only: plans too many epochs
+    assert 2.0 + 10.0 * epochs > 100.0 and gap > 0.2  # overruns the limit, far off the schedule on the way
+
+
+def _decide_on_rank(rank: int, init_file: str, decisions) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:  # each rank proposes its own value (its own clock); all must take rank 0's
+        decisions.put((rank, rank0_decides(10 + rank, is_ddp=True, device=torch.device("cpu"))))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_rank0_stop_decision_is_broadcast_to_every_rank(tmp_path):
+    assert rank0_decides(7, is_ddp=False, device=torch.device("cpu")) == 7
+    context = multiprocessing.get_context("fork")  # no re-import of torch in the children: about a second
+    decisions = context.Queue()
+    ranks = [context.Process(target=_decide_on_rank, args=(rank, str(tmp_path / "init"), decisions))
+             for rank in range(2)]
+    for process in ranks:
+        process.start()
+    results = dict(decisions.get(timeout=60) for _ in ranks)
+    for process in ranks:
+        process.join(timeout=60)
+    assert results == {0: 10, 1: 10} and all(process.exitcode == 0 for process in ranks)
 
 
 def test_one_cycle_warms_up_then_anneals():

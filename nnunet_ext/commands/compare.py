@@ -47,16 +47,17 @@ def run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from nnunet_ext.compare.budget import Budget
     from nnunet_ext.compare.methods import select
     from nnunet_ext.compare.pipeline import Comparison, Settings, default_device, find_raw_dataset
+    from nnunet_ext.training.budget import Budget
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     raw_root = os.environ.get("nnUNet_raw")
     if not raw_root:
         raise SystemExit("nnUNet_raw is not set: compare reads the dataset from nnUNet_raw/DatasetXXX_Name")
     try:
-        budget = Budget(args.budget_epochs, args.budget_iterations, args.budget_val_iterations, args.budget_minutes)
+        budget = Budget(args.budget_epochs, args.budget_iterations, args.budget_val_iterations,
+                        args.budget_minutes).bounded()
         methods = select(args.methods, args.resenc)
         raw_folder = find_raw_dataset(Path(raw_root), args.dataset)
     except (ValueError, FileNotFoundError) as e:

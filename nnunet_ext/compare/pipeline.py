@@ -24,12 +24,12 @@ from typing import Any
 from tqdm import tqdm
 
 from nnunet_ext.atomic import atomic_write_text
-from nnunet_ext.compare.budget import Budget
 from nnunet_ext.compare.heldout import dataset_cases, ensure_splits, held_out, stage_cases
 from nnunet_ext.compare.manifest import StepCache
 from nnunet_ext.compare.methods import DEFAULT_PLANS, EXT_ENTRY, RESENC_PLANNER, RESENC_PLANS, Method, Variant
 from nnunet_ext.compare.process import probe_command, run_logged
 from nnunet_ext.discovery import environment_with_trainers
+from nnunet_ext.training.budget import ENV_NAMES, Budget, read_record
 
 log = logging.getLogger("nnunet_ext.compare")
 
@@ -105,8 +105,10 @@ class Comparison:
 
     def _environment(self, base_env: dict[str, str] | None) -> dict[str, str]:
         env = environment_with_trainers(base_env)
+        for name in ENV_NAMES.values():  # a budget variable left in the caller's shell is not part of this budget
+            env.pop(name, None)
         env.update({"nnUNet_raw": str(Path(self.s.raw_root).resolve()), "nnUNet_preprocessed": str(self.preprocessed),
-                    "nnUNet_results": str(self.results), **self.s.budget.env()})
+                    "nnUNet_results": str(self.results), **self.s.budget.to_env()})
         env.setdefault("nnUNet_n_proc_DA", str(max(1, self.s.num_processes)))
         return env
 
@@ -229,7 +231,8 @@ class Comparison:
                 shutil.rmtree(fold_dir)
             args = [self.dataset_name, method.configuration, str(fold), "-tr", method.trainer, "-p", method.plans,
                     "-device", self.s.device, *(["--c"] if resume else [])]
-            return {**self._probe(name, TRAIN_ENTRY, args), **epoch_times(fold_dir / "checkpoint_final.pth")}
+            return {**self._probe(name, TRAIN_ENTRY, args), **epoch_times(fold_dir / "checkpoint_final.pth"),
+                    **budget_spent(fold_dir)}
 
         return step(f"train/{method.name}/fold_{fold}", params, [fold_dir / "checkpoint_final.pth"], train)
 
@@ -311,6 +314,14 @@ def epoch_times(checkpoint: Path) -> dict[str, Any]:
     logging_ = torch.load(checkpoint, map_location="cpu", weights_only=False)["logging"]
     starts, ends = logging_["epoch_start_timestamps"], logging_["epoch_end_timestamps"]
     return {"epochs": len(ends), "train_seconds": float(sum(e - s for s, e in zip(starts, ends)))}
+
+
+def budget_spent(fold_dir: Path) -> dict[str, Any]:
+    """What the trainer's budget accounting measured (``fold_X/budget.json``): the wall clock the budget
+    counts, the share of it in optimiser steps, the training examples seen and the effective budget."""
+    record = read_record(fold_dir)
+    return {"budget_wall_seconds": record["wall_seconds"], "train_step_share": record["train_step_share"],
+            "examples_seen": record["examples_seen"], "effective_budget": record["effective"]}
 
 
 def default_device() -> str:

@@ -95,6 +95,9 @@ def _cost(result: VariantResult) -> dict[str, Any]:
     return {
         "epochs": [t["epochs"] for t in trains],
         "train_seconds_per_fold": float(np.mean([t["train_seconds"] for t in trains])),
+        "budget_wall_seconds_per_fold": _mean_of(trains, "budget_wall_seconds"),
+        "train_step_share": _mean_of(trains, "train_step_share"),
+        "examples_seen_per_fold": _mean_of(trains, "examples_seen"),
         "train_process_seconds_per_fold": float(np.mean([t["wall_seconds"] for t in trains])),
         "peak_gpu_train_bytes": max(peaks) if all(p is not None for p in peaks) else None,
         "inference_seconds_per_case": sum(p["wall_seconds"] for p in predicts) / max(1, cases),
@@ -102,16 +105,28 @@ def _cost(result: VariantResult) -> dict[str, Any]:
     }
 
 
+def _mean_of(trains: Sequence[Mapping[str, Any]], key: str) -> float | None:
+    """Mean of ``key`` over folds; ``None`` when a fold's cached record predates the budget accounting."""
+    values = [t.get(key) for t in trains]
+    return float(np.mean(values)) if all(v is not None for v in values) else None
+
+
 def cost_table(costs: Mapping[str, Mapping[str, Any]]) -> Table:
     rows = []
     for name, c in costs.items():
         epochs = sorted(set(c["epochs"]))
-        rows.append([name, "/".join(map(str, epochs)), format_seconds(c["train_seconds_per_fold"]),
+        wall, share, examples = c["budget_wall_seconds_per_fold"], c["train_step_share"], c["examples_seen_per_fold"]
+        rows.append([name, "/".join(map(str, epochs)), format_seconds(wall),
+                     "n/a" if share is None else f"{100 * share:.0f} %",
+                     "n/a" if examples is None else f"{examples:,.0f}",
                      format_bytes(c["peak_gpu_train_bytes"]), format_seconds(c["inference_seconds_per_case"]),
                      format_bytes(c["peak_gpu_inference_bytes"])])
-    return Table(["method", "epochs", "training time per fold", "peak GPU memory (training)",
-                  "inference per case", "peak GPU memory (inference)"], rows,
-                 "training time = sum of nnU-Net's epoch durations; inference = whole predict command / cases")
+    return Table(["method", "epochs", "training time per fold", "in train steps", "examples seen per fold",
+                  "peak GPU memory (training)", "inference per case", "peak GPU memory (inference)"], rows,
+                 "training time = the wall clock the budget counts (start-up, then every epoch with its validation, "
+                 "checkpoints and plot; not the final validation); in train steps = its share spent in optimiser "
+                 "steps; examples = training slices (SliceRes) or patches (stock) seen; inference = whole predict "
+                 "command / cases")
 
 
 def build_report(cmp: Comparison, results: list[VariantResult], heldout: Mapping[int, list[str]]) -> dict[str, Any]:

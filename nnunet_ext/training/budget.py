@@ -1,129 +1,99 @@
-"""Training budget from environment variables, for tests, the demo and like-for-like comparisons.
-
-Honoured by ``SliceResTrainer`` and by ``nnUNetTrainerBudget`` (stock nnU-Net under the same budget):
+"""The training budget: one type for the side that chooses it (``compare``, the demo, a user's shell) and the
+trainers that honour it (``SliceResTrainer``, ``nnUNetTrainerBudget``), handed over as environment variables:
 
     NNUNET_EXT_EPOCHS           number of epochs
     NNUNET_EXT_ITERATIONS       training iterations per epoch
     NNUNET_EXT_VAL_ITERATIONS   validation iterations per epoch
-    NNUNET_EXT_TIME_LIMIT_MIN   wall-clock limit in minutes for the training loop of this run
+    NNUNET_EXT_TIME_LIMIT_MIN   wall-clock limit in minutes for the training of one fold
 
-With a time limit, the planned number of epochs is re-estimated after every epoch from the last epoch's
-duration (so learning-rate schedules still finish annealing inside the limit), and training stops after the
-epoch in which the limit is reached; then the final checkpoint and nnU-Net's validation follow as usual
-(they are not counted against the limit).
+:meth:`Budget.to_env` and :meth:`Budget.from_env` are the only places that spell the variable names, so the
+writer and the readers cannot drift apart. How a trainer spends a time limit is in
+:mod:`nnunet_ext.training.budget_mixin`; what it spent is written to :data:`RECORD_NAME` in the fold folder.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
-from dataclasses import dataclass
-from time import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
 
-ENV_EPOCHS = "NNUNET_EXT_EPOCHS"
-ENV_ITERATIONS = "NNUNET_EXT_ITERATIONS"
-ENV_VAL_ITERATIONS = "NNUNET_EXT_VAL_ITERATIONS"
-ENV_TIME_LIMIT = "NNUNET_EXT_TIME_LIMIT_MIN"
+#: field -> environment variable
+ENV_NAMES = {"epochs": "NNUNET_EXT_EPOCHS", "iterations": "NNUNET_EXT_ITERATIONS",
+             "val_iterations": "NNUNET_EXT_VAL_ITERATIONS", "minutes": "NNUNET_EXT_TIME_LIMIT_MIN"}
 
-
-def _read(name: str, kind: type, minimum: float) -> int | float | None:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ValueError(f"environment variable {name}={raw!r} is not a valid {kind.__name__}") from None
-    if value < minimum or (kind is float and not math.isfinite(value)):
-        raise ValueError(f"environment variable {name}={raw!r} must be >= {minimum}")
-    return value
+#: the record a budgeted training writes beside nnU-Net's log in ``fold_X`` (see ``BudgetMixin``)
+RECORD_NAME = "budget.json"
 
 
 @dataclass(frozen=True)
 class Budget:
-    """Overrides from the environment; ``None`` means "keep the trainer's own value"."""
+    """Budget overrides; ``None`` keeps the trainer's own value (all ``None``: train as configured)."""
 
     epochs: int | None = None
     iterations: int | None = None
     val_iterations: int | None = None
-    time_limit_min: float | None = None
+    minutes: float | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"budget {name} must be positive, got {value}")
 
     @classmethod
-    def from_env(cls) -> Budget:
-        return cls(_read(ENV_EPOCHS, int, 1), _read(ENV_ITERATIONS, int, 1), _read(ENV_VAL_ITERATIONS, int, 1),
-                   _read(ENV_TIME_LIMIT, float, 0.0))
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Budget:
+        """The budget in ``environ`` (default ``os.environ``); a bad value raises naming the variable."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, int | float] = {}
+        for f in fields(cls):
+            name = ENV_NAMES[f.name]
+            raw = environ.get(name, "").strip()
+            if not raw:
+                continue
+            kind = float if f.name == "minutes" else int
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise ValueError(f"environment variable {name}={raw!r} is not a valid {kind.__name__}") from None
+            if kind is int and value < 1:
+                raise ValueError(f"environment variable {name}={raw!r} must be >= 1")
+            if kind is float and not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"environment variable {name}={raw!r} must be a positive number of minutes")
+            values[f.name] = value
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The ``NNUNET_EXT_*`` variables of this budget (unset fields are left out)."""
+        return {ENV_NAMES[k]: str(v) for k, v in asdict(self).items() if v is not None}
+
+    def bounded(self) -> Budget:
+        """``self`` if it bounds training (epochs or minutes), as a comparison needs; else ValueError."""
+        if self.epochs is None and self.minutes is None:
+            raise ValueError("give a budget: epochs (and optionally iterations per epoch) or wall-clock minutes")
+        return self
 
     def describe(self) -> str:
-        parts = [f"{name}={value}" for name, value in (
-            (ENV_EPOCHS, self.epochs), (ENV_ITERATIONS, self.iterations),
-            (ENV_VAL_ITERATIONS, self.val_iterations), (ENV_TIME_LIMIT, self.time_limit_min)) if value is not None]
+        parts = []
+        if self.epochs is not None:
+            parts.append(f"{self.epochs} epochs")
+        if self.iterations is not None:
+            parts.append(f"{self.iterations} iterations per epoch")
+        if self.val_iterations is not None:
+            parts.append(f"{self.val_iterations} validation iterations per epoch")
+        if self.minutes is not None:
+            parts.append(f"at most {self.minutes:g} minutes of training")
         return ", ".join(parts) if parts else "none (trainer defaults)"
 
+    def as_dict(self) -> dict[str, float | int | None]:
+        return asdict(self)
 
-class BudgetReached(Exception):
-    """Raised after the epoch in which the time limit was reached, to leave nnU-Net's epoch loop early."""
 
-
-class BudgetMixin:
-    """Applies a :class:`Budget` to an ``nnUNetTrainer`` subclass (put it first in the bases).
-
-    Call :meth:`apply_budget` at the end of ``__init__``, after the trainer has set its own epochs and
-    iterations. Subclasses whose learning-rate schedule depends on the epoch count react in
-    :meth:`on_planned_epochs_changed`.
-    """
-
-    budget: Budget
-    _budget_start: float | None = None
-    _configured_epochs: int = 0
-
-    def apply_budget(self) -> None:
-        self.budget = Budget.from_env()
-        if self.budget.epochs is not None:
-            self.num_epochs = self.budget.epochs
-        if self.budget.iterations is not None:
-            self.num_iterations_per_epoch = self.budget.iterations
-        if self.budget.val_iterations is not None:
-            self.num_val_iterations_per_epoch = self.budget.val_iterations
-        self._configured_epochs = self.num_epochs
-
-    def log_budget(self) -> None:
-        self.print_to_log_file(f"Budget: {self.budget.describe()}; effective: {self.num_epochs} epochs x "
-                               f"{self.num_iterations_per_epoch} iterations, {self.num_val_iterations_per_epoch} "
-                               f"validation iterations per epoch")
-
-    def on_planned_epochs_changed(self) -> None:
-        """Hook: ``self.num_epochs`` was re-estimated under the time limit."""
-
-    def on_train_start(self) -> None:
-        super().on_train_start()
-        self.log_budget()
-        self._budget_start = time()
-
-    def on_epoch_end(self) -> None:
-        super().on_epoch_end()  # increments current_epoch
-        limit = self.budget.time_limit_min
-        if limit is None:
-            return
-        elapsed = time() - self._budget_start
-        remaining = 60.0 * limit - elapsed
-        if remaining <= 0:
-            planned = self.current_epoch
-        else:
-            last = self.logger.get_value("epoch_end_timestamps", -1) - self.logger.get_value("epoch_start_timestamps",
-                                                                                          -1)
-            planned = self.current_epoch + max(1, int(remaining // max(last, 1e-6)))
-        planned = min(self._configured_epochs, planned)
-        if planned != self.num_epochs:
-            self.num_epochs = planned
-            self.print_to_log_file(f"Time limit {limit} min: {elapsed / 60:.2f} min used, training now planned for "
-                                   f"{self.num_epochs} epochs")
-            self.on_planned_epochs_changed()
-        if self.current_epoch >= self.num_epochs and self.num_epochs < self._configured_epochs:
-            raise BudgetReached
-
-    def run_training(self) -> None:
-        try:
-            super().run_training()
-        except BudgetReached:
-            self.print_to_log_file(f"Stopping after epoch {self.current_epoch - 1}: time limit reached")
-            self.on_train_end()
+def read_record(fold_dir: Path) -> dict[str, Any]:
+    """The budget record of a finished training in ``fold_dir``; clear error when it is missing."""
+    path = Path(fold_dir) / RECORD_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no budget record (was the fold trained with a budgeted trainer?)")
+    return json.loads(path.read_text())

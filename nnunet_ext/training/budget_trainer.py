@@ -1,12 +1,13 @@
-"""nnUNetTrainerBudget: stock nnU-Net training under the budget variables of :mod:`nnunet_ext.training.budget`,
-so stock 2d / 3d_fullres baselines can be compared with SliceRes at equal epochs, iterations or time."""
+"""nnUNetTrainerBudget: stock nnU-Net training under a :class:`~nnunet_ext.training.budget.Budget`, with the
+same wall-clock accounting as ``SliceResTrainer`` (:mod:`nnunet_ext.training.budget_mixin`), so stock 2d /
+3d_fullres baselines can be compared with SliceRes at equal epochs, iterations or time."""
 
 from __future__ import annotations
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_ext.training.budget import BudgetMixin
+from nnunet_ext.training.budget_mixin import BudgetMixin
 
 
 class nnUNetTrainerBudget(BudgetMixin, nnUNetTrainer):

@@ -8,7 +8,7 @@ split, and the end-of-training validation, which predicts through nnU-Net's slid
 What changes: the network and batch size (from the plans' ``sliceres`` block), the balanced 2.5D slice
 loader with D4 augmentation, focal + soft Dice loss, Adam with a per-iteration one-cycle schedule, no
 deep supervision, in-plane test-time mirroring only, and the budget variables of
-:mod:`nnunet_ext.training.budget`.
+:mod:`nnunet_ext.training.budget_mixin`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from nnunet_ext.planning.settings import SLICERES_KEY
 from nnunet_ext.sampling.loader import BalancedSliceLoader
 from nnunet_ext.sampling.slice_index import SliceIndex, build_slice_index
 from nnunet_ext.sampling.transforms import training_transforms
-from nnunet_ext.training.budget import BudgetMixin
+from nnunet_ext.training.budget_mixin import BudgetMixin
 from nnunet_ext.training.materialise import sliceres_plans
 from nnunet_ext.training.one_cycle import OneCycleSchedule
 
@@ -112,6 +112,7 @@ class SliceResTrainer(BudgetMixin, nnUNetTrainer):
         index_tr, index_val = self.slice_index(dataset_tr), self.slice_index(dataset_val)
         if s["epoch"]["mode"] == "all_slices" and self.budget.iterations is None:
             self.num_iterations_per_epoch = self._all_slices_iterations(index_tr)
+        self.fit_validation_to_budget()  # before the validation loader is sized
         self.lr_scheduler.iterations_per_epoch = self.num_iterations_per_epoch
         self.lr_scheduler.num_epochs = self.num_epochs
         self.print_to_log_file(

@@ -18,7 +18,8 @@ Both loaders are built by their own trainer's ``get_dataloaders`` (``SliceResTra
 ``nnUNetTrainer`` on fold ``all``) with ``nnUNet_n_proc_DA=0``, i.e. one in-process worker, and timed on
 ``--batches`` batches after ``--warmup``: ``load + aug`` is ``next(dataloader)`` as in training; ``load only``
 the same loader with its transforms switched off. SliceRes runs once per axis (``axes=[a]``) and once with
-all three, at each ``--slices-per-case-load``. Results: ``WORK/bench_loader.json`` and a table on stdout;
+all three, at each ``--slices-per-case-load`` and each ``--augmentation`` set (comma-separated names of the
+``sliceres.augmentation`` setting, ``all`` for every name). Results: ``WORK/bench_loader.json`` and a table on stdout;
 ``x stock`` is SliceRes examples/s over stock 2d examples/s (load + aug) on the same dataset.
 """
 
@@ -50,6 +51,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="untimed batches first")
     parser.add_argument("--slices-per-case-load", type=int, nargs="+", default=None,
                         help="SliceRes settings to compare (default: the plans' value)")
+    parser.add_argument("--augmentation", nargs="+", default=None, metavar="NAMES",
+                        help="augmentation sets to compare, e.g. d4 all d4,spatial (default: the plans' value)")
     parser.add_argument("--realglio", type=Path, default=REALGLIO, help="raw realglio-train folder")
     parser.add_argument("--synthetic-cases", type=int, default=3)
     parser.add_argument("--replicas", type=int, default=16, help="links per synthetic case (1: use them as is)")
@@ -116,27 +119,29 @@ def replicate(source: Path, replicas: int) -> str:
     return name
 
 
-def time_batches(loader, warmup: int, batches: int) -> float:
-    """Seconds per batch of ``next(loader)`` after ``warmup`` untimed batches."""
+def time_batches(loader, warmup: int, batches: int) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (this process: the one in-process worker) per batch of ``next(loader)`` after
+    ``warmup`` untimed batches. CPU time barely moves when other jobs share the machine; wall clock does."""
     for _ in range(warmup):
         next(loader)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(batches):
         next(loader)
-    return (time.perf_counter() - start) / batches
+    return (time.perf_counter() - start) / batches, (time.process_time() - cpu) / batches
 
 
 def measure(trainer, label: str, args: argparse.Namespace) -> dict:
     """``load + aug`` and ``load only`` timings of the trainer's training loader (one worker)."""
     augmenter, _ = trainer.get_dataloaders()
     loader = augmenter.data_loader
-    with_aug = time_batches(augmenter, args.warmup, args.batches)
+    with_aug, with_aug_cpu = time_batches(augmenter, args.warmup, args.batches)
     transforms, loader.transforms = loader.transforms, None
-    load_only = time_batches(augmenter, args.warmup, args.batches)
+    load_only, load_only_cpu = time_batches(augmenter, args.warmup, args.batches)
     loader.transforms = transforms
     batch = trainer.batch_size
     return {"loader": label, "batch_size": batch, "s_per_batch": with_aug, "examples_s": batch / with_aug,
-            "load_only_s_per_batch": load_only, "load_only_examples_s": batch / load_only}
+            "cpu_s_per_batch": with_aug_cpu, "load_only_s_per_batch": load_only,
+            "load_only_examples_s": batch / load_only, "load_only_cpu_s_per_batch": load_only_cpu}
 
 
 def bench_dataset(dataset: str, args: argparse.Namespace) -> list[dict]:
@@ -149,12 +154,18 @@ def bench_dataset(dataset: str, args: argparse.Namespace) -> list[dict]:
     results = [measure(stock, "stock nnU-Net 2d", args)]
     sliceres = get_trainer_from_args(dataset, "2d", "all", "SliceResTrainer", device=cpu)
     sliceres.initialize()  # get_dataloaders also sets the one-cycle schedule's iterations
+    from nnunet_ext.planning.settings import AUGMENTATIONS
+
     settings = sliceres.sliceres
-    for per_load in args.slices_per_case_load or [settings.get("slices_per_case_load", 1)]:
-        for axes in AXES_RUNS:
-            settings["axes"], settings["slices_per_case_load"] = axes, per_load
-            label = f"SliceRes axes {','.join(map(str, axes))} per-load {per_load}"
-            results.append({**measure(sliceres, label, args), "axes": axes, "slices_per_case_load": per_load})
+    augmentations = [list(AUGMENTATIONS) if a == "all" else a.split(",") for a in args.augmentation or []]
+    for names in augmentations or [settings["augmentation"]]:
+        for per_load in args.slices_per_case_load or [settings.get("slices_per_case_load", 1)]:
+            for axes in AXES_RUNS:
+                settings["axes"], settings["slices_per_case_load"], settings["augmentation"] = axes, per_load, names
+                aug = "all" if set(names) == set(AUGMENTATIONS) else "+".join(names) or "none"
+                label = f"SliceRes axes {','.join(map(str, axes))} per-load {per_load} aug {aug}"
+                results.append({**measure(sliceres, label, args), "axes": axes, "slices_per_case_load": per_load,
+                                "augmentation": names})
     stock_rate = results[0]["examples_s"]
     for r in results:
         r.update(dataset=dataset, ratio_vs_stock=r["examples_s"] / stock_rate)
@@ -162,12 +173,13 @@ def bench_dataset(dataset: str, args: argparse.Namespace) -> list[dict]:
 
 
 def table(results: list[dict]) -> str:
-    head = (f"{'dataset':<28}{'loader':<36}{'s/batch':>9}{'examples/s':>12}{'load-only ex/s':>16}"
-            f"{'x stock':>9}")
+    head = (f"{'dataset':<28}{'loader':<48}{'s/batch':>9}{'examples/s':>12}{'load-only ex/s':>16}"
+            f"{'x stock':>9}{'CPU s/batch':>13}{'load-only CPU':>15}")
     lines = [head, "-" * len(head)]
     for r in results:
-        lines.append(f"{r['dataset']:<28}{r['loader']:<36}{r['s_per_batch']:>9.3f}{r['examples_s']:>12.1f}"
-                     f"{r['load_only_examples_s']:>16.1f}{r['ratio_vs_stock']:>9.2f}")
+        lines.append(f"{r['dataset']:<28}{r['loader']:<48}{r['s_per_batch']:>9.3f}{r['examples_s']:>12.1f}"
+                     f"{r['load_only_examples_s']:>16.1f}{r['ratio_vs_stock']:>9.2f}{r['cpu_s_per_batch']:>13.3f}"
+                     f"{r['load_only_cpu_s_per_batch']:>15.3f}")
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ from nnunet_ext import dihedral
 from nnunet_ext.planning import settings
 from nnunet_ext.sampling.loader import BalancedSliceLoader, crop_window, group_into_runs
 from nnunet_ext.sampling.slice_index import build_slice_index
-from nnunet_ext.sampling.transforms import DihedralTransform, training_transforms
+from nnunet_ext.sampling.transforms import DihedralTransform, training_augmentation
 from nnunet_ext.slicing import neighbour_indices
 
 SHAPE = (6, 7, 8)  # X, Y, Z
@@ -193,7 +193,7 @@ def test_crop_window_contains_anchor_and_pads_small_axes():
 
 
 def test_batches_are_reproducible_and_independent_of_worker_split(dataset, tmp_path):
-    transforms = training_transforms(_label_transforms(), 0.75)
+    transforms = d4_transforms(2)
     one = make_loader(dataset, tmp_path, transforms=transforms)
     again = make_loader(dataset, tmp_path, transforms=transforms)
     worker1_of_2 = make_loader(dataset, tmp_path, transforms=transforms, num_workers=2)
@@ -214,10 +214,10 @@ def test_resume_starts_the_stream_at_the_checkpoint_epoch(dataset, tmp_path):
     assert torch.equal(next(resumed)["data"], fresh.make_batch(2 * fresh.iterations_per_epoch)["data"])
 
 
-def _label_transforms():
-    from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
-    from batchgeneratorsv2.transforms.utils.remove_label import RemoveLabelTransform
-    return ComposeTransforms([RemoveLabelTransform(-1, 0)])
+def d4_transforms(neighbours: int):
+    """The default augmentation (D4, p = 0.75) with nnU-Net's label handling, for ``neighbours`` per side."""
+    block = settings.build({"neighbours": neighbours, "crop_size": [8, 8]}, 2, [1, 1, 1], 100)
+    return training_augmentation(block, regions=None, ignore_label=None).transforms
 
 
 @pytest.mark.parametrize("t", range(8))
@@ -232,7 +232,7 @@ def test_each_augmentation_inverts_exactly_and_moves_image_and_label_together(t)
 
 
 def test_augmentation_probability_and_all_elements_used():
-    transforms = training_transforms(_label_transforms(), 0.75)
+    transforms = d4_transforms(0)
     image = torch.arange(16, dtype=torch.float32).reshape(1, 4, 4)
     seen, changed = set(), 0
     torch.manual_seed(0)

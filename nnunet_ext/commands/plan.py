@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-d", "--dataset", required=True, help="dataset id or name (DatasetXXX_Name) in nnUNet_raw")
     parser.add_argument("-c", "--configurations", nargs="+", default=["2d", "3d_fullres"],
                         help="configurations to preprocess (default: 2d 3d_fullres; SliceRes trains on 2d)")
-    parser.add_argument("--preset", help="SliceRes preset: a shipped preset name (brats_gli, men_rt) or a JSON file")
+    parser.add_argument("--preset",
+                        help="SliceRes preset: a shipped preset name (paper, brats_gli, men_rt) or a JSON file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a SliceRes setting, dotted key and JSON value, e.g. "
                              "--set loss.focal_gamma=1.5 --set axes=[0] (repeatable; applied after --preset)")

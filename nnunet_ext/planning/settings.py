@@ -37,6 +37,9 @@ SLICERES_CONFIGURATION = "2d"
 NETWORK_CLASS = "nnunet_ext.network.sliceres_net.SliceResNet"
 PRESET_PACKAGE = "nnunet_ext.presets"  # shipped as package data, so presets work from a wheel too
 EPOCH_MODES = ("all_slices", "iterations")
+#: names of the training augmentations (nnunet_ext.sampling.transforms): "d4" is the study's flips/rot90, the
+#: others select transforms of nnU-Net's own 2d training pipeline (nnUNetTrainer.get_training_transforms)
+AUGMENTATIONS = ("d4", "spatial", "noise", "blur", "brightness", "contrast", "lowres", "gamma")
 ANISOTROPY_THRESHOLD = 3.0  # nnunetv2.configuration.ANISO_THRESHOLD, repeated to keep this module import-light
 DEFAULT_WINDOW_DEPTH = 32
 
@@ -48,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "inference_window_depth": None,
     "foreground_fraction": 0.5,
     "augmentation_probability": 0.75,
+    "augmentation": ["d4"],
     "slices_per_case_load": 8,
     "num_epochs": 100,
     "epoch": {"mode": "all_slices", "iterations_per_epoch": 250, "val_iterations_per_epoch": 50},
@@ -246,6 +250,11 @@ def validate(settings: Mapping[str, Any], resolved: bool = True) -> None:
             and settings["foreground_fraction"] == 0:
         fail("foreground_fraction", "must be > 0 for 'all_slices' epochs (defined by the foreground slices)")
     number("augmentation_probability", 0, 1)
+    names = settings["augmentation"]
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names) and len(set(names)) == len(names)):
+        fail("augmentation", f"must be a list of distinct names from {', '.join(AUGMENTATIONS)}")
+    elif unknown := [n for n in names if n not in AUGMENTATIONS]:
+        fail("augmentation", f"unknown {', '.join(map(repr, unknown))}; known: {', '.join(AUGMENTATIONS)}")
     integer("slices_per_case_load", 1, " (1 = no grouping of slices by case)")
     integer("num_epochs", 1)
     if settings["epoch"]["mode"] not in EPOCH_MODES:

@@ -16,15 +16,22 @@ Sampling, reproducible and resume-friendly:
   about ``batch_size / slices_per_case_load`` cases and each is decompressed once (:meth:`volumes`) for all
   its slices. Cases whose slices in the batch are all along axis 0 are read plane by plane instead.
 - Batch ``b`` of the endless stream is rows ``b % iterations`` of the plan of epoch ``b // iterations``, and
-  everything random inside it (crop positions, D4 transforms) is seeded from ``(seed, stream, b)``. Worker
-  ``w`` of ``N`` makes batches ``w, w + N, ...``, so the stream's content does not depend on the number of
-  workers; with a deterministic augmenter the order does not either.
+  everything random inside it (crop positions, augmentation) is seeded from ``(seed, stream, b)``: the crops
+  from a numpy generator of their own, the transforms from torch's and numpy's global generators, seeded for
+  the batch and restored afterwards (batchgeneratorsv2 draws from both). Worker ``w`` of ``N`` makes batches
+  ``w, w + N, ...``, so the stream's content does not depend on the number of workers; with a deterministic
+  augmenter the order does not either.
 - The crop is a random ``crop_size`` window (zero-padded where the slice is smaller). For a foreground
   slice the window is drawn among those containing a random foreground pixel, so the label survives the
-  crop and the 50 % balance holds for what the network actually sees.
+  crop and the 50 % balance holds for what the network actually sees. ``context`` pixels are added on each
+  side of the window for a spatial augmentation that rotates/scales about its centre and crops it back
+  (:class:`nnunet_ext.sampling.transforms.Augmentation`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -75,6 +82,20 @@ def crop_window(rng: np.random.Generator, size: int, crop: int, must_contain: in
     return int(rng.integers(lo, hi + 1))
 
 
+@contextmanager
+def seeded_global_generators(seed: int) -> Iterator[None]:
+    """torch's and numpy's global generators seeded from ``seed`` inside the block and restored after it:
+    batchgeneratorsv2 transforms draw from both."""
+    state = np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        np.random.seed(np.random.SeedSequence(seed).generate_state(4))  # not the MT19937 stream torch starts
+        try:
+            yield
+        finally:
+            np.random.set_state(state)
+
+
 def in_plane_window(volume: np.ndarray, axis: int, bbox: list[list[int]]) -> tuple[np.ndarray, list[list[int]]]:
     """``volume`` (C, X, Y, Z) cut to the in-plane crop ``bbox`` of a slice along ``axis`` (clipped to the
     volume), and ``bbox`` relative to the cut. Only for numpy arrays, where the cut is a free view and
@@ -96,7 +117,7 @@ class BalancedSliceLoader(SlimDataLoaderBase):
     def __init__(self, dataset, index: SliceIndex, batch_size: int, neighbours: int, crop_size: tuple[int, int],
                  foreground_fraction: float, iterations_per_epoch: int, transforms, seed: int, stream: int = 0,
                  num_workers: int = 1, start_epoch: int = 0, ignore_label: int | None = None,
-                 slices_per_case_load: int = 1):
+                 slices_per_case_load: int = 1, context: int = 0):
         super().__init__(dataset, batch_size, max(1, num_workers))
         self.index = index
         self.neighbours = int(neighbours)
@@ -109,6 +130,7 @@ class BalancedSliceLoader(SlimDataLoaderBase):
         self.first_batch = int(start_epoch) * self.iterations_per_epoch
         self.ignore_label = ignore_label
         self.slices_per_case_load = int(slices_per_case_load)
+        self.context = int(context)
         self._made = 0
         self._cached: tuple | None = None  # (case, whole, data, seg) of the last case read
         self._plan_epoch: int | None = None
@@ -155,7 +177,7 @@ class BalancedSliceLoader(SlimDataLoaderBase):
     def example(self, rng: np.random.Generator, row: np.ndarray, data: np.ndarray,
                 seg: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, str]:
         """Stacked, cropped (not yet augmented) image and label of one slice of ``data``/``seg`` (the
-        row's case), plus a readable key."""
+        row's case), ``context`` wider on each side than the crop, plus a readable key."""
         case, axis, idx, is_fg = (int(v) for v in row)
         identifier = self.index.identifiers[case]
         label = stack_slice(seg, axis, idx, 0)
@@ -169,7 +191,7 @@ class BalancedSliceLoader(SlimDataLoaderBase):
         bbox = []
         for d, crop in enumerate(self.crop_size):
             lb = crop_window(rng, label.shape[d + 1], crop, None if anchor is None else int(anchor[d]))
-            bbox.append([lb, lb + crop])
+            bbox.append([lb - self.context, lb + crop + self.context])
         window, window_bbox = in_plane_window(data, axis, bbox)
         image = stack_slice(window, axis, idx, self.neighbours)
         image = torch.from_numpy(crop_and_pad_nd(image, window_bbox, 0).astype(np.float32, copy=False))
@@ -185,8 +207,8 @@ class BalancedSliceLoader(SlimDataLoaderBase):
         rng = np.random.default_rng([self.seed, self.stream, BATCH_STREAM, b])
         off_plane = set(rows[rows[:, 1] != 0, 0].tolist())
         examples: list = [None] * len(rows)
-        with torch.random.fork_rng(devices=[]), threadpool_limits(limits=1, user_api=None), torch.no_grad():
-            torch.manual_seed(int(rng.integers(2 ** 62)))
+        with seeded_global_generators(int(rng.integers(2 ** 62))), threadpool_limits(limits=1, user_api=None), \
+                torch.no_grad():
             for j in np.argsort(rows[:, 0], kind="stable"):
                 examples[j] = self.example(rng, rows[j], *self.volumes(int(rows[j, 0]), int(rows[j, 0]) in off_plane))
             images, labels, keys = [], [], []

@@ -6,7 +6,8 @@ Everything else is nnU-Net's: checkpoints, ``--c`` resume, ``--val``, logs, prog
 split, and the end-of-training validation, which predicts through nnU-Net's sliding window with the
 3D patch of whole slices set in :mod:`nnunet_ext.training.materialise` (real 2.5D input for every slice).
 What changes: the network and batch size (from the plans' ``sliceres`` block), the balanced 2.5D slice
-loader with D4 augmentation, focal + soft Dice loss, Adam with a per-iteration one-cycle schedule, no
+loader with the ``augmentation`` setting's transforms (:mod:`nnunet_ext.sampling.transforms`), focal +
+soft Dice loss, Adam with a per-iteration one-cycle schedule, no
 deep supervision, in-plane test-time mirroring only, and the budget variables of
 :mod:`nnunet_ext.training.budget_mixin`.
 """
@@ -29,7 +30,7 @@ from nnunet_ext.loss.focal_dice import FocalDiceLoss
 from nnunet_ext.planning.settings import SLICERES_KEY
 from nnunet_ext.sampling.loader import BalancedSliceLoader
 from nnunet_ext.sampling.slice_index import SliceIndex, build_slice_index
-from nnunet_ext.sampling.transforms import training_transforms
+from nnunet_ext.sampling.transforms import training_augmentation
 from nnunet_ext.training.budget_mixin import BudgetMixin
 from nnunet_ext.training.materialise import sliceres_plans
 from nnunet_ext.training.one_cycle import OneCycleSchedule
@@ -118,7 +119,8 @@ class SliceResTrainer(BudgetMixin, nnUNetTrainer):
         self.print_to_log_file(
             f"SliceRes sampling: {len(index_tr.foreground)} foreground / {len(index_tr.empty)} empty training "
             f"slices along axes {s['axes']}, {2 * s['neighbours'] + 1} slices per modality, crop {s['crop_size']}, "
-            f"epoch mode {s['epoch']['mode']}: {self.num_iterations_per_epoch} iterations x {self.batch_size}")
+            f"epoch mode {s['epoch']['mode']}: {self.num_iterations_per_epoch} iterations x {self.batch_size}, "
+            f"augmentation {', '.join(s['augmentation']) or 'none'}")
 
         regions = self.label_manager.foreground_regions if self.label_manager.has_regions else None
         label_transforms = self.get_validation_transforms(None, is_cascaded=False,
@@ -131,8 +133,9 @@ class SliceResTrainer(BudgetMixin, nnUNetTrainer):
                       foreground_fraction=s["foreground_fraction"], seed=seed,
                       ignore_label=self.label_manager.ignore_label, start_epoch=self.current_epoch,
                       slices_per_case_load=s["slices_per_case_load"])
+        augmentation = training_augmentation(s, regions, self.label_manager.ignore_label, self.get_training_transforms)
         dl_tr = BalancedSliceLoader(dataset_tr, index_tr, iterations_per_epoch=self.num_iterations_per_epoch,
-                                    transforms=training_transforms(label_transforms, s["augmentation_probability"]),
+                                    transforms=augmentation.transforms, context=augmentation.context,
                                     stream=2 * self.local_rank + TRAIN_STREAM, num_workers=n_train, **common)
         dl_val = BalancedSliceLoader(dataset_val, index_val, iterations_per_epoch=self.num_val_iterations_per_epoch,
                                      transforms=label_transforms, stream=2 * self.local_rank + VAL_STREAM,

@@ -284,13 +284,18 @@ def test_cli_writes_nnunet_outputs_with_mean_probabilities_and_postprocessing(st
         assert (sitk.GetArrayFromImage(seg) == expected).mean() > 0.999
 
 
+def _copy_of(predicted: Path, output: Path) -> tuple[list[Path], dict[str, np.ndarray]]:
+    """A copy of a finished prediction folder: its segmentations and their arrays."""
+    shutil.copytree(predicted, output)
+    segs = sorted(output.glob("*.nii.gz"))
+    return segs, {p.name: _read(p) for p in segs}
+
+
 @pytest.mark.e2e
 def test_cli_continue_prediction_redoes_missing_and_truncated_cases_only(stub_model: dict, predicted: Path,
                                                                          tmp_path: Path) -> None:
     output = tmp_path / "resume"
-    shutil.copytree(predicted, output)
-    segs = sorted(output.glob("*.nii.gz"))
-    originals = {p.name: _read(p) for p in segs}
+    segs, originals = _copy_of(predicted, output)
     segs[0].unlink()
     segs[1].write_bytes(segs[1].read_bytes()[:50])  # an export cut off by an interruption
     untouched = segs[2].stat().st_mtime_ns
@@ -305,9 +310,7 @@ def test_cli_continue_prediction_redoes_missing_and_truncated_cases_only(stub_mo
 def test_cli_continue_finishes_an_interrupted_run_and_refuses_other_settings(stub_model: dict, predicted: Path,
                                                                              tmp_path: Path) -> None:
     output = tmp_path / "interrupted"
-    shutil.copytree(predicted, output)
-    segs = sorted(output.glob("*.nii.gz"))
-    originals = {p.name: _read(p) for p in segs}
+    segs, originals = _copy_of(predicted, output)
     # killed after nnU-Net's export, before post-processing: the case exists only in the staging folder
     staging = output / ".sliceres_staging_part0"
     staging.mkdir()

@@ -1,4 +1,5 @@
-"""SliceRes loss: focal (inverse-frequency alpha, gamma 2) + soft Dice, see :mod:`nnunet_ext.loss.focal_dice`."""
+"""SliceRes loss: focal (gamma 2, inverse-frequency alpha) + soft Dice (:mod:`nnunet_ext.loss.focal_dice`), with
+the dataset-level class weights of the study's alpha (:mod:`nnunet_ext.loss.class_weights`)."""
 
 from nnunet_ext.loss.focal_dice import FocalDiceLoss
 

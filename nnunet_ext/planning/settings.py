@@ -40,6 +40,10 @@ EPOCH_MODES = ("all_slices", "iterations")
 #: names of the training augmentations (nnunet_ext.sampling.transforms): "d4" is the study's flips/rot90, the
 #: others select transforms of nnU-Net's own 2d training pipeline (nnUNetTrainer.get_training_transforms)
 AUGMENTATIONS = ("d4", "spatial", "noise", "blur", "brightness", "contrast", "lowres", "gamma")
+#: loss.focal_alpha values (nnunet_ext.loss.focal_dice); "inverse_frequency", the name before both readings
+#: existed, keeps meaning what it computed then (per batch), so existing plans train and resume unchanged
+FOCAL_ALPHAS = ("dataset_frequency", "batch_frequency", None)
+FOCAL_ALPHA_ALIASES = {"inverse_frequency": "batch_frequency"}
 ANISOTROPY_THRESHOLD = 3.0  # nnunetv2.configuration.ANISO_THRESHOLD, repeated to keep this module import-light
 DEFAULT_WINDOW_DEPTH = 32
 
@@ -62,7 +66,8 @@ DEFAULTS: dict[str, Any] = {
         "kwargs": {"widths": [32, 64, 128, 256], "blocks_down": [1, 2, 2, 4], "blocks_up": [1, 1, 1],
                    "slices_per_forward": 128},
     },
-    "loss": {"focal_gamma": 2.0, "focal_alpha": "inverse_frequency", "dice_eps": 1e-5,
+    # focal_alpha null: the best measured (README, Training); the study's reading is "dataset_frequency" (presets)
+    "loss": {"focal_gamma": 2.0, "focal_alpha": None, "include_background": False, "dice_eps": 1e-5,
              "focal_weight": 1.0, "dice_weight": 1.0},
     "optimizer": {"name": "Adam", "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0},
     "schedule": {"name": "one_cycle", "initial_lr": 4e-5, "max_lr": 1e-3, "final_lr": 1e-8,
@@ -261,8 +266,11 @@ def validate(settings: Mapping[str, Any], resolved: bool = True) -> None:
         fail("epoch.mode", f"must be one of {', '.join(EPOCH_MODES)}")
     for key in ("iterations_per_epoch", "val_iterations_per_epoch"):
         integer(f"epoch.{key}", 1)
-    if settings["loss"]["focal_alpha"] not in ("inverse_frequency", None):
-        fail("loss.focal_alpha", "must be 'inverse_frequency' or null (no class weighting)")
+    if settings["loss"]["focal_alpha"] not in (*FOCAL_ALPHAS, *FOCAL_ALPHA_ALIASES):
+        fail("loss.focal_alpha", "must be 'dataset_frequency' (one weight per class from the training fold), "
+                                 "'batch_frequency' (recomputed per batch; alias 'inverse_frequency') or null")
+    if not isinstance(settings["loss"]["include_background"], bool):
+        fail("loss.include_background", "must be true or false")
     number("loss.focal_gamma", 0)
     number("loss.dice_eps", 0, low_open=True)
     weights_ok = [number("loss.focal_weight", 0), number("loss.dice_weight", 0)]
@@ -353,6 +361,10 @@ def network_problems(settings: Mapping[str, Any], num_modalities: int, num_outpu
                 f"downsampling of this network"]
     return []
 
+
+def focal_alpha(loss: Mapping[str, Any]) -> str | None:
+    """The ``focal_alpha`` of a validated ``loss`` block, aliases resolved (see :data:`FOCAL_ALPHA_ALIASES`)."""
+    return FOCAL_ALPHA_ALIASES.get(loss["focal_alpha"], loss["focal_alpha"])
 
 
 def _get(settings: Mapping[str, Any], dotted: str) -> Any:

@@ -26,8 +26,9 @@ from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 
+from nnunet_ext.loss import class_weights
 from nnunet_ext.loss.focal_dice import FocalDiceLoss
-from nnunet_ext.planning.settings import SLICERES_KEY
+from nnunet_ext.planning.settings import SLICERES_KEY, focal_alpha
 from nnunet_ext.sampling.loader import BalancedSliceLoader
 from nnunet_ext.sampling.slice_index import SliceIndex, build_slice_index
 from nnunet_ext.sampling.transforms import training_augmentation
@@ -60,17 +61,48 @@ class SliceResTrainer(BudgetMixin, nnUNetTrainer):
         if s["seed"] is not None:
             torch.manual_seed(s["seed"])  # network initialisation
         self._iteration = 0
+        self._resumed = False
 
     def set_deep_supervision_enabled(self, enabled: bool) -> None:
         """SliceResNet has no deep supervision; nnU-Net toggles it around validation."""
 
     def _build_loss(self) -> FocalDiceLoss:
+        """The loss; dataset-level class weights are added in :meth:`on_train_start` (they need the data)."""
         loss = self.sliceres["loss"]
         return FocalDiceLoss(use_sigmoid=self.label_manager.has_regions, gamma=loss["focal_gamma"],
-                             dice_eps=loss["dice_eps"],
-                             inverse_frequency_alpha=loss["focal_alpha"] == "inverse_frequency",
+                             dice_eps=loss["dice_eps"], focal_alpha=focal_alpha(loss),
+                             include_background=loss["include_background"],
                              focal_weight=loss["focal_weight"], dice_weight=loss["dice_weight"],
                              ignore_label=self.label_manager.ignore_label)
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        super().load_checkpoint(filename_or_checkpoint)
+        self._resumed = True
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        if self.loss.focal_alpha == "dataset_frequency":
+            self.loss.set_class_weights(self.focal_class_weights().tensor())
+
+    def focal_class_weights(self) -> class_weights.ClassWeights:
+        """The fold's dataset-level focal weights: computed and stored on a fresh start, read back on resume.
+
+        Stored in the fold folder, so ``--c`` continues with the numbers the run started with; a fresh
+        start (no checkpoint loaded) recomputes them from the current training cases and overwrites the file.
+        """
+        path = Path(self.output_folder) / class_weights.WEIGHTS_FILE
+        spec = class_weights.ClassSpec.from_label_manager(self.label_manager)
+        if self._resumed and path.is_file():
+            weights = class_weights.ClassWeights.read(path, spec)
+            self.print_to_log_file(f"Resumed {weights.describe()} (from {path})")
+            return weights
+        dataset_tr, _ = self.get_tr_and_val_datasets()
+        weights = class_weights.compute(dataset_tr, spec, self.sliceres["axes"], self.sliceres["foreground_fraction"],
+                                        where=f"fold {self.fold}")
+        if self.local_rank == 0:
+            weights.write(path)
+        self.print_to_log_file(f"Computed {weights.describe()} (stored in {path})")
+        return weights
 
     def configure_optimizers(self) -> tuple[torch.optim.Optimizer, OneCycleSchedule]:
         opt, sched = self.sliceres["optimizer"], self.sliceres["schedule"]

@@ -4,7 +4,9 @@
 #   1. compare          benchmarks/compare_realglio.sh on the six real BRATS 2015 cases (realglio-train)
 #   2. compare_brats21  the same comparison on the six real BraTS 2021 cases, four modalities (the accuracy
 #                       comparison's second dataset); needs their cropped copy, see "Data" below
-#   3. bench_inference  seconds per BraTS-sized case, 1/8/24 views vs stock 3d_fullres and 2d
+#   3. bench_inference  seconds per BraTS-sized case, 1/6/24 views (tiles and whole slices) vs stock 3d_fullres
+#                       and 2d; then view_subsets: tiles vs whole slices and view subsets on the comparisons'
+#                       SliceRes checkpoints (Dice per region from saved per-view probabilities)
 #   4. bench_training   training slices/s and peak memory, SliceRes vs stock 2d and 3d_fullres
 #
 # The comparisons go first: they are the longest and the ones whose results matter most if the lease ends early.
@@ -77,8 +79,17 @@ if [ -z "${COMPARE_SKIP:-}" ]; then
   fi
 fi
 # shellcheck disable=SC2086
-stage bench_inference python3 "$root/benchmarks/bench_inference.py" --repeats 2 \
-  --out "$results/bench_inference.json" ${BENCH_INFERENCE_ARGS:-}
+stage bench_inference python3 "$root/benchmarks/bench_inference.py" --repeats 2 --views 1 6 24 \
+  --inference tiles whole --out "$results/bench_inference.json" ${BENCH_INFERENCE_ARGS:-}
+# whole slices vs tiles and view subsets on the comparison's own SliceRes checkpoints (decides the defaults)
+for model in "$work"/compare*/compare/nnUNet_results/*/SliceResTrainer__nnUNetPlans__2d; do
+  [ -d "$model" ] || continue
+  tag=$(basename "$(dirname "$model")")
+  pre=$(cd "$model/../../../nnUNet_preprocessed" && pwd)
+  # shellcheck disable=SC2086
+  stage "view_subsets_$tag" env nnUNet_preprocessed="$pre" python3 "$root/benchmarks/view_subsets.py" -m "$model" \
+    -f ${FOLDS:-0} --device cuda --whole --out "$results/view_subsets_$tag.json"
+done
 # shellcheck disable=SC2086
 stage bench_training python3 "$root/benchmarks/bench_training.py" --raw "$data" --work "$work/training" \
   -np "${NP:-12}" ${BENCH_TRAINING_ARGS:-}

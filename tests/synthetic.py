@@ -21,25 +21,34 @@ def _write(array: np.ndarray, path: Path, spacing: tuple[float, float, float]) -
 
 
 def synthetic_case(rng: np.random.Generator, shape: tuple[int, int, int], n_modalities: int,
-                   n_labels: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """One case: images (float32) and a label map with nested ellipsoids 1..n_labels (0 = background)."""
+                   n_labels: int, brain: tuple[float, float, float] = (0.45, 0.45, 0.45),
+                   tilt: float = 0.0) -> tuple[list[np.ndarray], np.ndarray]:
+    """One case: images (float32) and a label map with nested ellipsoids 1..n_labels (0 = background).
+
+    ``brain`` gives the brain's radii as fractions of the axes; ``tilt`` shears the case along axis 1, by that
+    fraction of the axis from the first to the last slice of axis 0, so that the brain's two ends lie on
+    opposite sides of the plane (in-plane windows at one end see only background).
+    """
     zz, yy, xx = np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij")
-    centre = [rng.uniform(0.35, 0.65) * s for s in shape]
-    radii = [rng.uniform(0.15, 0.25) * s for s in shape]
+    yy = yy - tilt * shape[1] * (zz / max(shape[0] - 1, 1) - 0.5)
+    # the tumour's place and size scale with the brain's radii (the default brain: 0.15 - 0.25 of each axis)
+    scale = [b / 0.45 for b in brain]
+    centre = [s / 2 + (rng.uniform(0.35, 0.65) - 0.5) * s * k for s, k in zip(shape, scale)]
+    radii = [rng.uniform(0.15, 0.25) * s * k for s, k in zip(shape, scale)]
     dist = ((zz - centre[0]) / radii[0]) ** 2 + ((yy - centre[1]) / radii[1]) ** 2 + ((xx - centre[2]) / radii[2]) ** 2
-    brain = (((zz - shape[0] / 2) / (0.45 * shape[0])) ** 2 + ((yy - shape[1] / 2) / (0.45 * shape[1])) ** 2
-             + ((xx - shape[2] / 2) / (0.45 * shape[2])) ** 2) <= 1
+    inside = (((zz - shape[0] / 2) / (brain[0] * shape[0])) ** 2 + ((yy - shape[1] / 2) / (brain[1] * shape[1])) ** 2
+              + ((xx - shape[2] / 2) / (brain[2] * shape[2])) ** 2) <= 1
     seg = np.zeros(shape, dtype=np.uint8)
     for label in range(1, n_labels + 1):
         # label 1 is the outermost shell, higher labels sit inside it
         seg[dist <= 1.0 - 0.6 * (label - 1) / max(n_labels, 1)] = label
-    seg[~brain] = 0
+    seg[~inside] = 0
     images = []
     for m in range(n_modalities):
-        img = brain.astype(np.float32) * 100 + rng.normal(0, 8, shape).astype(np.float32)
+        img = inside.astype(np.float32) * 100 + rng.normal(0, 8, shape).astype(np.float32)
         for label in range(1, n_labels + 1):
             img[seg == label] += 40 * ((label + m) % 3 + 1)
-        img[~brain] = 0
+        img[~inside] = 0
         images.append(img.astype(np.float32))
     return images, seg
 
@@ -47,8 +56,11 @@ def synthetic_case(rng: np.random.Generator, shape: tuple[int, int, int], n_moda
 def make_raw_dataset(raw_root: Path, dataset_id: int = 501, name: str = "Tiny", n_cases: int = 4,
                      shape: tuple[int, int, int] = (24, 40, 40), n_modalities: int = 2, n_labels: int = 2,
                      regions: bool = False, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
-                     n_test: int = 0, seed: int = 0) -> Path:
+                     n_test: int = 0, seed: int = 0, brain: tuple[float, float, float] = (0.45, 0.45, 0.45),
+                     tilt: float = 0.0) -> Path:
     """Write ``DatasetXXX_Name`` under ``raw_root`` in nnU-Net raw layout and return its folder.
+
+    ``brain`` and ``tilt`` shape the zero-background brain (see :func:`synthetic_case`).
 
     With ``regions=True`` the labels are declared as nested regions (1,2,...) -> (2,...) -> ... the way
     BraTS whole tumour / tumour core are, with ``regions_class_order``.
@@ -58,7 +70,7 @@ def make_raw_dataset(raw_root: Path, dataset_id: int = 501, name: str = "Tiny", 
     for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     for i in range(n_cases + n_test):
-        images, seg = synthetic_case(rng, shape, n_modalities, n_labels)
+        images, seg = synthetic_case(rng, shape, n_modalities, n_labels, brain, tilt)
         split = "Tr" if i < n_cases else "Ts"
         case = f"case_{i:03d}"
         for m, img in enumerate(images):

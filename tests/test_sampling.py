@@ -88,6 +88,47 @@ def test_all_slices_epoch_shows_every_foreground_slice_once(dataset, tmp_path):
     assert len(fg_rows) == n_fg == (plan[:, 3] == 1).sum()
 
 
+# nnU-Net's DDP split of a global batch over 1, 2 and 4 ranks (nnUNetTrainer._set_batch_size_and_oversample)
+RANK_SPLITS = [[8], [4, 4], [2, 2, 2, 2], [7], [4, 3], [2, 2, 2, 1]]
+
+
+def rank_plans(dataset, tmp_path, sizes: list[int], epoch: int, **kwargs) -> list[np.ndarray]:
+    """Every rank's epoch plan in a simulated DDP world with per-rank batch sizes ``sizes``."""
+    return [make_loader(dataset, tmp_path, batch_size=size, rank=rank, rank_batch_sizes=sizes, **kwargs)
+            .epoch_plan(epoch) for rank, size in enumerate(sizes)]
+
+
+@pytest.mark.parametrize("sizes", RANK_SPLITS)
+def test_ranks_split_one_epoch_disjointly_and_balanced(dataset, tmp_path, sizes):
+    iterations = 3  # 21-24 examples: fewer than either pool, so the single-process plan repeats no slice
+    single = make_loader(dataset, tmp_path, batch_size=sum(sizes), iterations_per_epoch=iterations).epoch_plan(2)
+    plans = rank_plans(dataset, tmp_path, sizes, 2, iterations_per_epoch=iterations)
+    assert len({tuple(r) for r in single.tolist()}) == len(single)
+    rows = [{tuple(r) for r in plan.tolist()} for plan in plans]
+    assert sum(len(r) for r in rows) == len(set().union(*rows)) == len(single)  # disjoint, no repeats
+    assert sorted(map(tuple, np.concatenate(plans).tolist())) == sorted(map(tuple, single.tolist()))
+    for plan, size in zip(plans, sizes):
+        assert len(plan) == iterations * size
+        assert abs(plan[:, 3].sum() - 0.5 * len(plan)) <= 1  # the 50/50 balance holds on every rank
+    if len(sizes) == 1:
+        np.testing.assert_array_equal(plans[0], single)
+
+
+@pytest.mark.parametrize("sizes", [[3, 3], [2, 2, 1, 1]])
+def test_all_slices_epoch_over_ranks_shows_every_foreground_slice_once(dataset, tmp_path, sizes):
+    index = build_slice_index(dataset, [0, 1, 2], None, tmp_path / "index.pkl")
+    n_fg = len(index.foreground)
+    assert 2 * n_fg % sum(sizes) == 0
+    plan = np.concatenate(rank_plans(dataset, tmp_path, sizes, 3, iterations_per_epoch=2 * n_fg // sum(sizes)))
+    fg_rows = [tuple(r) for r in plan[plan[:, 3] == 1][:, :3].tolist()]
+    assert len(fg_rows) == len(set(fg_rows)) == n_fg
+
+
+def test_rank_batch_size_must_be_its_share(dataset, tmp_path):
+    with pytest.raises(ValueError, match="rank 1 with batch size 4"):
+        make_loader(dataset, tmp_path, batch_size=4, rank=1, rank_batch_sizes=[4, 3])
+
+
 @pytest.mark.parametrize("axis", [0, 1, 2])
 def test_neighbour_order_edges_and_centre_label(dataset, tmp_path, axis):
     loader = make_loader(dataset, tmp_path, axes=(axis,), crop_size=(16, 16))

@@ -111,18 +111,17 @@ class SliceResNet(nn.Module):
     def _forward_slice_block(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, D, H, W) block of whole slices -> (B, classes, D, H, W), each slice predicted in 2.5D.
 
-        All-zero slices at either end of a block are taken as padding, not image: nnU-Net zero-pads volumes
-        thinner than its window, and the edge slices of such a volume must repeat themselves as neighbours
-        (as in training), not see the padding. They get the network's prediction for empty input, which is
-        what an all-zero background slice would get anyway.
+        Slices that are nnU-Net's depth padding (:func:`depth_padding`) are left out of the stacking, so the
+        edge slices of a volume thinner than the window repeat themselves as neighbours, as in training; they
+        get the network's prediction for empty input (nnU-Net discards it). Every other slice of the block is
+        image, zeros included: background outside the brain is exactly 0 after nnU-Net's masked z-score.
         """
         outputs = []
         for block in x:
-            occupied = torch.nonzero(block.abs().amax(dim=(0, 2, 3)) > 0).flatten()
-            if len(occupied) == 0:
+            lo, hi = depth_padding(block)
+            if lo == hi:  # all zero: every 2.5D input is zero
                 outputs.append(self._predict_empty(block).expand(-1, block.shape[1], -1, -1))
                 continue
-            lo, hi = int(occupied[0]), int(occupied[-1]) + 1
             stacks = stack_window(block[:, lo:hi], self.neighbours)
             logits = torch.cat([self._forward_2d(stacks[i:i + self.slices_per_forward])
                                 for i in range(0, stacks.shape[0], self.slices_per_forward)]).permute(1, 0, 2, 3)
@@ -137,6 +136,33 @@ class SliceResNet(nn.Module):
         """Logits (classes, 1, H, W) for an all-zero 2.5D input of the block's in-plane size."""
         zeros = block.new_zeros((1, self.stem.in_channels, *block.shape[-2:]))
         return self._forward_2d(zeros).permute(1, 0, 2, 3)
+
+
+def depth_padding(block: torch.Tensor) -> tuple[int, int]:
+    """The slices ``[lo, hi)`` of a (C, D, H, W) block that are image, not nnU-Net's depth padding.
+
+    nnU-Net's sliding window pads only a volume thinner than its window along an axis, with ``pad_nd_image``:
+    the data centred, ``(D - depth) // 2`` zero slices before it and the rest (as many or one more) after it.
+    Such a block is the whole volume, and nnU-Net's crop to the non-zero bounding box leaves data in the
+    volume's first and last slices. So zero slices at the block's ends are taken as padding only in exactly
+    that pattern (``after - before`` is 0 or 1); any other zero slices are image, like the zero background
+    beside the brain in a block at the edge of the brain. An all-zero block gives ``lo == hi``.
+
+    The block is an in-plane window, and a window can be empty where the whole slice is not; then the rule
+    can be wrong. In a thick volume, a window empty in the padding pattern (say in the block's last slice
+    only) is taken as padded: the slices next to those zeros repeat themselves instead of seeing them. In a
+    thin volume whose window is empty in its own edge slices, evenly at both ends, those empty slices count
+    as padding too (the first slice with data repeats itself instead of seeing them); unevenly, the padding
+    counts as image, which changes the input only at an end whose edge slice holds data in the window.
+    """
+    occupied = torch.nonzero(block.abs().amax(dim=(0, 2, 3)) > 0).flatten()
+    if len(occupied) == 0:
+        return 0, 0
+    lo, hi = int(occupied[0]), int(occupied[-1]) + 1
+    if block.shape[1] - hi - lo in (0, 1):
+        return lo, hi
+    return 0, block.shape[1]
+
 
 def count_parameters(network: nn.Module) -> int:
     """Trainable parameters (weights and biases of convolutions and BatchNorm affine terms); BatchNorm

@@ -10,13 +10,18 @@ Sampling, reproducible and resume-friendly:
   with foreground and the rest without. Foreground (and empty) slices are drawn without replacement as long
   as the pool lasts, so an "all slices" epoch (``2 x foreground slices``) shows every foreground slice
   once. The plan depends only on ``(seed, stream, e)``.
+- With nnU-Net's DDP (``-num_gpus N``) the batch is the global one, split over the ranks
+  (``rank_batch_sizes``). Every rank draws the same epoch and takes its share (:func:`share_bounds`):
+  contiguous parts of the drawn foreground and empty slices, in proportion to its batch size, shuffled in
+  runs on their own. The shares are disjoint, their union is the single-process epoch, and each rank's
+  foreground count is within one slice of ``fraction`` times its examples.
 - The plan is shuffled in runs (:func:`group_into_runs`): each case's slices in random order, cut into
   runs of ``slices_per_case_load``, runs in random order. nnU-Net's 2d blosc2 files hold one chunk per
   axis-0 plane, so a slice along axis 1 or 2 decompresses the whole volume; with runs, a batch touches
   about ``batch_size / slices_per_case_load`` cases and each is decompressed once (:meth:`volumes`) for all
   its slices. Cases whose slices in the batch are all along axis 0 are read plane by plane instead.
 - Batch ``b`` of the endless stream is rows ``b % iterations`` of the plan of epoch ``b // iterations``, and
-  everything random inside it (crop positions, augmentation) is seeded from ``(seed, stream, b)``: the crops
+  everything random inside it (crop positions, augmentation) is seeded from ``(seed, stream, rank, b)``: the crops
   from a numpy generator of their own, the transforms from torch's and numpy's global generators, seeded for
   the batch and restored afterwards (batchgeneratorsv2 draws from both). Worker ``w`` of ``N`` makes batches
   ``w, w + N, ...``, so the stream's content does not depend on the number of workers; with a deterministic
@@ -30,7 +35,7 @@ Sampling, reproducible and resume-friendly:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -55,6 +60,19 @@ def _draw(rng: np.random.Generator, pool_size: int, count: int) -> np.ndarray:
     full, rest = divmod(count, pool_size)
     parts = [rng.permutation(pool_size) for _ in range(full)] + [rng.choice(pool_size, rest, replace=False)]
     return np.concatenate(parts)
+
+
+def share_bounds(total: int, fraction: float, sizes: np.ndarray) -> np.ndarray:
+    """Cumulative shares ``[0, ..., total]`` of ``total`` items for consumers of ``sizes`` examples each, the
+    ``r``-th share ``bounds[r + 1] - bounds[r]`` within one item of ``fraction * sizes[r]``.
+
+    The bounds are the rounded cumulative targets, so the last one is ``round(fraction * sum(sizes))``: the
+    number of items the caller drew.
+    """
+    bounds = np.rint(fraction * np.concatenate([[0], np.cumsum(sizes)])).astype(np.int64)
+    if bounds[-1] != total:
+        raise ValueError(f"{total} items are not round({fraction} * {int(np.sum(sizes))})")
+    return bounds
 
 
 def group_into_runs(rows: np.ndarray, rng: np.random.Generator, run_length: int) -> np.ndarray:
@@ -117,8 +135,15 @@ class BalancedSliceLoader(SlimDataLoaderBase):
     def __init__(self, dataset, index: SliceIndex, batch_size: int, neighbours: int, crop_size: tuple[int, int],
                  foreground_fraction: float, iterations_per_epoch: int, transforms, seed: int, stream: int = 0,
                  num_workers: int = 1, start_epoch: int = 0, ignore_label: int | None = None,
-                 slices_per_case_load: int = 1, context: int = 0):
+                 slices_per_case_load: int = 1, context: int = 0, rank: int = 0,
+                 rank_batch_sizes: Sequence[int] | None = None):
         super().__init__(dataset, batch_size, max(1, num_workers))
+        self.rank = int(rank)
+        self.rank_batch_sizes = np.asarray(rank_batch_sizes if rank_batch_sizes is not None else [batch_size],
+                                           dtype=np.int64)
+        if not 0 <= self.rank < len(self.rank_batch_sizes) or self.rank_batch_sizes[self.rank] != batch_size:
+            raise ValueError(f"rank {rank} with batch size {batch_size} is not one of the ranks' batch sizes "
+                             f"{self.rank_batch_sizes.tolist()}")
         self.index = index
         self.neighbours = int(neighbours)
         self.crop_size = tuple(int(c) for c in crop_size)
@@ -138,22 +163,31 @@ class BalancedSliceLoader(SlimDataLoaderBase):
 
     @property
     def examples_per_epoch(self) -> int:
+        """This rank's examples per epoch."""
         return self.iterations_per_epoch * self.batch_size
 
     def epoch_plan(self, epoch: int) -> np.ndarray:
-        """Rows ``(case, axis, index, is_foreground)`` of epoch ``epoch``, shuffled in runs per case."""
+        """This rank's rows ``(case, axis, index, is_foreground)`` of epoch ``epoch``, shuffled in runs per case."""
         rng = np.random.default_rng([self.seed, self.stream, EPOCH_STREAM, epoch])
-        n = self.examples_per_epoch
-        n_fg = int(round(n * self.foreground_fraction))
+        examples = self.iterations_per_epoch * self.rank_batch_sizes  # per rank
+        n = int(examples.sum())
+        fraction = self.foreground_fraction
         if len(self.index.foreground) == 0:
-            n_fg = 0
+            fraction = 0.0
         elif len(self.index.empty) == 0:
-            n_fg = n
+            fraction = 1.0
+        n_fg = int(round(n * fraction))
         fg = self.index.foreground[_draw(rng, len(self.index.foreground), n_fg)]
         empty = self.index.empty[_draw(rng, len(self.index.empty), n - n_fg)]
-        rows = np.concatenate([np.column_stack([fg, np.ones(len(fg), np.int32)]),
-                               np.column_stack([empty, np.zeros(len(empty), np.int32)])])
-        return group_into_runs(rows, rng, self.slices_per_case_load)
+        fg_bounds = share_bounds(n_fg, fraction, examples)
+        empty_bounds = np.concatenate([[0], np.cumsum(examples)]) - fg_bounds
+        plans = []
+        for r in range(len(examples)):  # every rank's share in turn: each rank's generator goes the same way
+            part_fg, part_empty = fg[fg_bounds[r]:fg_bounds[r + 1]], empty[empty_bounds[r]:empty_bounds[r + 1]]
+            rows = np.concatenate([np.column_stack([part_fg, np.ones(len(part_fg), np.int32)]),
+                                   np.column_stack([part_empty, np.zeros(len(part_empty), np.int32)])])
+            plans.append(group_into_runs(rows, rng, self.slices_per_case_load))
+        return plans[self.rank]
 
     def batch_rows(self, b: int) -> np.ndarray:
         epoch, j = divmod(b, self.iterations_per_epoch)
@@ -199,12 +233,12 @@ class BalancedSliceLoader(SlimDataLoaderBase):
         return image, label, f"{identifier}/axis{axis}/{idx}"
 
     def make_batch(self, b: int) -> dict:
-        """Batch ``b`` of the stream: a pure function of ``(seed, stream, b)``.
+        """Batch ``b`` of this rank's stream: a pure function of ``(seed, stream, rank, b)``.
 
         Slices are cut case by case (each case read once, see :meth:`volumes`) and put back in plan order
         before augmentation, so the batch does not depend on what the worker read before."""
         rows = self.batch_rows(b)
-        rng = np.random.default_rng([self.seed, self.stream, BATCH_STREAM, b])
+        rng = np.random.default_rng([self.seed, self.stream, BATCH_STREAM, self.rank, b])
         off_plane = set(rows[rows[:, 1] != 0, 0].tolist())
         examples: list = [None] * len(rows)
         with seeded_global_generators(int(rng.integers(2 ** 62))), threadpool_limits(limits=1, user_api=None), \

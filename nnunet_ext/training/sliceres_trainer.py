@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAugmenter
 from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
@@ -137,6 +138,17 @@ class SliceResTrainer(BudgetMixin, nnUNetTrainer):
         examples = len(index.foreground) / self.sliceres["foreground_fraction"]
         return math.ceil(examples / self.configuration_manager.batch_size)
 
+    def _ranks_sampling(self, seed: int) -> tuple[int, list[int]]:
+        """Rank 0's sampling seed and every rank's share of the batch: with them all DDP ranks draw the same
+        epoch plan and each takes its part (see :mod:`nnunet_ext.sampling.loader`)."""
+        if not self.is_ddp:
+            return seed, [self.batch_size]
+        shared = [seed]
+        dist.broadcast_object_list(shared, src=0)
+        sizes = [None] * dist.get_world_size()
+        dist.all_gather_object(sizes, self.batch_size)
+        return shared[0], sizes
+
     def get_dataloaders(self):
         if self.dataset_class is None:
             self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
@@ -158,20 +170,22 @@ class SliceResTrainer(BudgetMixin, nnUNetTrainer):
         label_transforms = self.get_validation_transforms(None, is_cascaded=False,
                                                           foreground_labels=self.label_manager.foreground_labels,
                                                           regions=regions, ignore_label=self.label_manager.ignore_label)
-        seed = s["seed"] if s["seed"] is not None else int(np.random.SeedSequence().entropy)
+        seed, rank_batch_sizes = self._ranks_sampling(
+            s["seed"] if s["seed"] is not None else int(np.random.SeedSequence().entropy))
         n_proc = get_allowed_n_proc_DA()
         n_train, n_val = max(1, n_proc), max(1, n_proc // 2)
         common = dict(batch_size=self.batch_size, neighbours=s["neighbours"], crop_size=s["crop_size"],
                       foreground_fraction=s["foreground_fraction"], seed=seed,
                       ignore_label=self.label_manager.ignore_label, start_epoch=self.current_epoch,
-                      slices_per_case_load=s["slices_per_case_load"])
+                      slices_per_case_load=s["slices_per_case_load"], rank=self.local_rank,
+                      rank_batch_sizes=rank_batch_sizes)
         augmentation = training_augmentation(s, regions, self.label_manager.ignore_label, self.get_training_transforms)
         dl_tr = BalancedSliceLoader(dataset_tr, index_tr, iterations_per_epoch=self.num_iterations_per_epoch,
                                     transforms=augmentation.transforms, context=augmentation.context,
-                                    stream=2 * self.local_rank + TRAIN_STREAM, num_workers=n_train, **common)
+                                    stream=TRAIN_STREAM, num_workers=n_train, **common)
         dl_val = BalancedSliceLoader(dataset_val, index_val, iterations_per_epoch=self.num_val_iterations_per_epoch,
-                                     transforms=label_transforms, stream=2 * self.local_rank + VAL_STREAM,
-                                     num_workers=n_val, **common)
+                                     transforms=label_transforms, stream=VAL_STREAM, num_workers=n_val,
+                                     **common)
         if n_proc == 0:
             mt_train, mt_val = SingleThreadedAugmenter(dl_tr, None), SingleThreadedAugmenter(dl_val, None)
         else:

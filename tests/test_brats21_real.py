@@ -33,8 +33,12 @@ BUDGET = {"NNUNET_EXT_EPOCHS": "1", "NNUNET_EXT_ITERATIONS": "3", "NNUNET_EXT_VA
 
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """A CLI call with one nnU-Net worker process (its end-of-training validation would otherwise spawn 8 export
+    workers) and passive OpenMP waiting (nnU-Net trains with one thread per core beside its data workers, and
+    spinning threads then slow a shared 2-core box down several times, see ``demo_environment``)."""
     command = [sys.executable, "-m", "nnunet_ext.cli", *args] if args[0] != "nnUNetv2_train" else list(args)
-    done = subprocess.run(command, capture_output=True, text=True, env={**subprocess_env(), **env}, timeout=600)
+    env = {**subprocess_env(), "nnUNet_def_n_proc": "1", "OMP_WAIT_POLICY": "PASSIVE", **env}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done
 

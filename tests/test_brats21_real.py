@@ -35,7 +35,7 @@ BUDGET = {"NNUNET_EXT_EPOCHS": "1", "NNUNET_EXT_ITERATIONS": "3", "NNUNET_EXT_VA
 def run(*args: str, **env: str) -> subprocess.CompletedProcess:
     """A CLI call with one nnU-Net worker process (its end-of-training validation would otherwise spawn 8 export
     workers) and passive OpenMP waiting (nnU-Net trains with one thread per core beside its data workers, and
-    spinning threads then slow a shared 2-core box down several times, see ``demo_environment``)."""
+    spinning threads then slow a shared 2-core box down several times)."""
     command = [sys.executable, "-m", "nnunet_ext.cli", *args] if args[0] != "nnUNetv2_train" else list(args)
     env = {**subprocess_env(), "nnUNet_def_n_proc": "1", "OMP_WAIT_POLICY": "PASSIVE", **env}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)

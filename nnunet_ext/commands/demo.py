@@ -17,9 +17,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", type=int, help="number of synthetic cases (default 20; --quick 10)")
     parser.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"),
                         help="grid of the synthetic cases (default 64 64 48; --quick 32 32 24)")
-    parser.add_argument("--budget-epochs", type=int, help="training epochs")
-    parser.add_argument("--budget-iterations", type=int, help="training iterations per epoch")
-    parser.add_argument("--budget-minutes", type=float, help="wall-clock limit for training, in minutes")
+    parser.add_argument("--budget-epochs", type=int, help="training epochs (default 40; --quick 1)")
+    parser.add_argument("--budget-iterations", type=int, help="training iterations per epoch (default 25; --quick 4)")
+    parser.add_argument("--budget-minutes", type=float,
+                        help="safety cap on the training's wall clock (default 20; --quick none): training is "
+                             "budgeted in iterations, and if the cap stops it first, the output and the report "
+                             "say that the numbers are not the demo's")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="training seed: network initialisation, slice sampling, augmentation (default 0; the "
+                             "synthetic data stay the same)")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
     parser.add_argument("-np", "--num-processes", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--quiet", action="store_true", help="keep nnU-Net's output in the log files only")
@@ -43,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("nnunet-ext demo: --cases must be at least 10 (5 patients for a 5-fold split)")
     budget = Budget(epochs=args.budget_epochs or profile.epochs, iterations=args.budget_iterations or
                     profile.iterations, val_iterations=profile.val_iterations,
-                    minutes=args.budget_minutes or profile.minutes)
+                    minutes=args.budget_minutes or profile.cap_minutes)
     summary = run_demo(args.task, Path(args.out), profile, budget, args.device or default_device(),
-                       args.num_processes, echo=not args.quiet)
+                       args.num_processes, echo=not args.quiet, seed=args.seed)
     print_summary(summary)
     return 0

@@ -74,6 +74,9 @@ class Settings:
     splits_file: Path | None = None
     #: token of whatever produced the raw dataset (the demo's conversion step): new data means planning again
     upstream: str = ""
+    #: what the report says (at the top) when a method trained fewer epochs than the budget because the time
+    #: cap stopped it, i.e. when both epochs and minutes are budgeted and the minutes ran out first
+    time_cap_warning: str = "training stopped early by the time cap: the numbers below are not those of the budget"
 
 
 @dataclass

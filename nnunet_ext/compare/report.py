@@ -141,6 +141,11 @@ def build_report(cmp: Comparison, results: list[VariantResult], heldout: Mapping
     figures: list[str] = []
 
     doc = Document(cmp.s.title or f"Stock nnU-Net vs SliceRes on {cmp.dataset_name}")
+    budgeted = cmp.s.budget.epochs
+    short = {r.method.name: f"{r.method.name} trained {'/'.join(str(t['epochs']) for t in r.train)} of {budgeted} "
+                            f"epochs" for r in results if budgeted and any(t["epochs"] < budgeted for t in r.train)}
+    if short:
+        doc.add(Heading("Warning"), Paragraph(f"WARNING: {cmp.s.time_cap_warning} ({'; '.join(short.values())})."))
     doc.add(Heading("Setup"), Bullets([
         f"dataset: {cmp.dataset_name} ({cmp.raw_folder}), {n_cases} held-out cases from fold(s) "
         f"{', '.join(map(str, cmp.s.folds))} of nnU-Net's 5-fold split",

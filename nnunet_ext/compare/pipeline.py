@@ -28,6 +28,8 @@ from nnunet_ext.compare.heldout import dataset_cases, ensure_splits, held_out, s
 from nnunet_ext.compare.manifest import StepCache
 from nnunet_ext.compare.methods import DEFAULT_PLANS, EXT_ENTRY, RESENC_PLANNER, RESENC_PLANS, Method, Variant
 from nnunet_ext.compare.process import probe_command, run_logged
+from nnunet_ext.compare.report import build_report
+from nnunet_ext.compare.results import TIME_CAP_WARNING, ComparisonResults, VariantResult
 from nnunet_ext.discovery import environment_with_trainers
 from nnunet_ext.training.budget import ENV_NAMES, Budget, read_record
 
@@ -76,20 +78,7 @@ class Settings:
     upstream: str = ""
     #: what the report says (at the top) when a method trained fewer epochs than the budget because the time
     #: cap stopped it, i.e. when both epochs and minutes are budgeted and the minutes ran out first
-    time_cap_warning: str = "training stopped early by the time cap: the numbers below are not those of the budget"
-
-
-@dataclass
-class VariantResult:
-    """What the report needs about one prediction variant."""
-
-    method: Method
-    variant: Variant
-    evaluation: Path
-    predictions: Path
-    train: list[dict[str, Any]]
-    predict: list[dict[str, Any]]
-    token: str
+    time_cap_warning: str = TIME_CAP_WARNING
 
 
 class Comparison:
@@ -285,13 +274,15 @@ class Comparison:
         return step(f"evaluate/{variant.name}", {"rules": self.s.rules, "predictions": [p["token"] for p in predicts]},
                     [dest / "per_case.csv", dest / "summary.json"], evaluate)
 
-    def _report(self, step: Callable[..., dict[str, Any]], results: list[VariantResult],
+    def _report(self, step: Callable[..., dict[str, Any]], variants: list[VariantResult],
                 heldout: dict[int, list[str]]) -> Path:
-        from nnunet_ext.compare.report import build_report
-
+        results = ComparisonResults(out=self.out, raw_folder=self.raw_folder, dataset_json=self.dataset_json,
+                                    variants=variants, heldout=heldout, budget=self.s.budget, device=self.s.device,
+                                    rules=self.s.rules, title=self.s.title, overlays=self.s.overlays,
+                                    time_cap_warning=self.s.time_cap_warning)
         files = [self.out / "report.md", self.out / "report.html"]
-        params = {"evaluations": [r.token for r in results], "title": self.s.title, "overlays": self.s.overlays}
-        step("report", params, files, lambda resume: build_report(self, results, heldout))
+        params = {"evaluations": [r.token for r in variants], "title": self.s.title, "overlays": self.s.overlays}
+        step("report", params, files, lambda resume: build_report(results))
         return files[0]
 
 

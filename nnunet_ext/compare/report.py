@@ -1,7 +1,8 @@
 """The comparison's report: setup, accuracy per region with intervals, cost, box plots and overlays.
 
 Writes ``report.md``, ``report.html``, ``figures/*.png`` and ``results.json`` (every number of the report in
-machine-readable form) into the comparison folder.
+machine-readable form) into the comparison folder. Its only input is a
+:class:`~nnunet_ext.compare.results.ComparisonResults` (and the files it names), not the pipeline.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import re
 import shutil
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 
 from nnunet_ext.atomic import atomic_write_text
 from nnunet_ext.compare.heldout import dataset_cases
+from nnunet_ext.compare.results import ComparisonResults, VariantResult
 from nnunet_ext.nifti_io import read_image
 from nnunet_ext.reporting.document import Bullets, Document, Figure, Heading, Paragraph, Table, write_report
 from nnunet_ext.reporting.figures import box_plot, overlay_figure
@@ -30,9 +32,6 @@ from nnunet_ext.reporting.tables import (
     read_per_case,
     regions_of,
 )
-
-if TYPE_CHECKING:
-    from nnunet_ext.compare.pipeline import Comparison, VariantResult
 
 #: channel names shown in overlays, most informative first (FLAIR shows the whole tumour)
 DISPLAY_CHANNELS = (r"flair|t2f", r"t1c|t1ce|t1gd|t1-?post", r"t2")
@@ -129,33 +128,35 @@ def cost_table(costs: Mapping[str, Mapping[str, Any]]) -> Table:
                  "command / cases")
 
 
-def build_report(cmp: Comparison, results: list[VariantResult], heldout: Mapping[int, list[str]]) -> dict[str, Any]:
-    """Write the report of a finished comparison; returns the figures written (relative paths)."""
-    per_case = {r.variant.name: read_per_case(r.evaluation / "per_case.csv") for r in results}
-    summaries = {r.variant.name: json.loads((r.evaluation / "summary.json").read_text()) for r in results}
-    costs = {r.variant.name: _cost(r) for r in results}
-    n_cases = sum(len(v) for v in heldout.values())
-    figures_dir = cmp.out / "figures"
+def build_report(results: ComparisonResults) -> dict[str, Any]:
+    """Write the report of a finished comparison into ``results.out``; returns the figures written (relative paths)."""
+    variants, out, ending = results.variants, results.out, results.file_ending
+    per_case = {r.variant.name: read_per_case(r.evaluation / "per_case.csv") for r in variants}
+    summaries = {r.variant.name: json.loads((r.evaluation / "summary.json").read_text()) for r in variants}
+    costs = {r.variant.name: _cost(r) for r in variants}
+    n_cases = sum(len(v) for v in results.heldout.values())
+    figures_dir = out / "figures"
     if figures_dir.exists():
         shutil.rmtree(figures_dir)  # figures of an earlier report (other methods or cases) would be stale
     figures: list[str] = []
 
-    doc = Document(cmp.s.title or f"Stock nnU-Net vs SliceRes on {cmp.dataset_name}")
-    budgeted = cmp.s.budget.epochs
+    doc = Document(results.title or f"Stock nnU-Net vs SliceRes on {results.dataset_name}")
+    budgeted = results.budget.epochs
     short = {r.method.name: f"{r.method.name} trained {'/'.join(str(t['epochs']) for t in r.train)} of {budgeted} "
-                            f"epochs" for r in results if budgeted and any(t["epochs"] < budgeted for t in r.train)}
+                            f"epochs" for r in variants if budgeted and any(t["epochs"] < budgeted for t in r.train)}
     if short:
-        doc.add(Heading("Warning"), Paragraph(f"WARNING: {cmp.s.time_cap_warning} ({'; '.join(short.values())})."))
+        doc.add(Heading("Warning"), Paragraph(f"WARNING: {results.time_cap_warning} ({'; '.join(short.values())})."))
     doc.add(Heading("Setup"), Bullets([
-        f"dataset: {cmp.dataset_name} ({cmp.raw_folder}), {n_cases} held-out cases from fold(s) "
-        f"{', '.join(map(str, cmp.s.folds))} of nnU-Net's 5-fold split",
-        f"training budget (every method): {cmp.s.budget.describe()}",
-        f"device: {_device_name(cmp.s.device)}; host: {platform.node()}, {platform.processor() or platform.machine()}",
-        f"evaluation rules: {cmp.s.rules}",
+        f"dataset: {results.dataset_name} ({results.raw_folder}), {n_cases} held-out cases from fold(s) "
+        f"{', '.join(map(str, results.folds))} of nnU-Net's 5-fold split",
+        f"training budget (every method): {results.budget.describe()}",
+        f"device: {_device_name(results.device)}; host: {platform.node()}, "
+        f"{platform.processor() or platform.machine()}",
+        f"evaluation rules: {results.rules}",
         f"written {datetime.now().isoformat(timespec='seconds')}",
     ]))
     doc.add(Heading("Methods"), Bullets([f"{r.variant.name}: {r.method.description}; inference: "
-                                         f"{r.variant.description}" for r in results]))
+                                         f"{r.variant.description}" for r in variants]))
     doc.add(Heading("Accuracy"), accuracy_table(summaries))
     doc.add(Heading("Cost"), cost_table(costs))
 
@@ -171,18 +172,19 @@ def build_report(cmp: Comparison, results: list[VariantResult], heldout: Mapping
         figures.append(f"figures/{path.name}")
         doc.add(Figure(figures[-1], title))
 
-    cases = dataset_cases(cmp.raw_folder)
-    channel = display_channel(cmp.dataset_json["channel_names"])
-    names = label_names(cmp.dataset_json)
-    chosen = pick_cases(per_case, cmp.s.overlays)
+    cases = dataset_cases(results.raw_folder)
+    channel_names = results.dataset_json["channel_names"]
+    channel = display_channel(channel_names)
+    names = label_names(results.dataset_json)
+    chosen = pick_cases(per_case, results.overlays)
     if chosen:
         doc.add(Heading("Overlays"), Paragraph(
-            f"Channel '{cmp.dataset_json['channel_names'][str(channel)]}' with each segmentation's contours; "
+            f"Channel '{channel_names[str(channel)]}' with each segmentation's contours; "
             "dashed white = reference outline. Slices through the largest reference area on each axis."))
     for case in chosen:
         image, spacing = _read(cases[case]["images"][channel])
-        segs = {"reference": _read(cmp.out / "heldout" / "labels" / f"{case}{cmp.ending}")[0]}
-        segs.update({r.variant.name: _read(r.predictions / f"{case}{cmp.ending}")[0] for r in results})
+        segs = {"reference": _read(out / "heldout" / "labels" / f"{case}{ending}")[0]}
+        segs.update({r.variant.name: _read(r.predictions / f"{case}{ending}")[0] for r in variants})
         path = overlay_figure(image, segs, figures_dir / f"overlay_{case}.png", spacing, names, title=case)
         figures.append(f"figures/{path.name}")
         doc.add(Figure(figures[-1], f"case {case}"))
@@ -192,10 +194,11 @@ def build_report(cmp: Comparison, results: list[VariantResult], heldout: Mapping
         "predictions: predictions/<method>/fold_X; trained models: nnUNet_results; logs: logs/",
         "all numbers above: results.json; step cache: manifest.json (re-run the command to resume)",
     ]))
-    write_report(doc, cmp.out)
-    atomic_write_text(cmp.out / "results.json", json.dumps(
-        {"dataset": cmp.dataset_name, "folds": cmp.s.folds, "budget": cmp.s.budget.as_dict(), "device": cmp.s.device,
-         "rules": cmp.s.rules, "held_out": {str(k): v for k, v in heldout.items()}, "cost": costs,
+    write_report(doc, out)
+    atomic_write_text(out / "results.json", json.dumps(
+        {"dataset": results.dataset_name, "folds": results.folds, "budget": results.budget.as_dict(),
+         "device": results.device, "rules": results.rules,
+         "held_out": {str(k): list(v) for k, v in results.heldout.items()}, "cost": costs,
          "summaries": summaries}, indent=2))
     return {"figures": figures}
 

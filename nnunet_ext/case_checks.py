@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from tqdm import tqdm
 
 from nnunet_ext.nifti_io import ImageReadError, read_voxels
+from nnunet_ext.utils.pool import map_cases
 
 PathLike = str | Path
 
@@ -187,16 +187,9 @@ def _check_case_files(case: CaseFiles, allowed_labels: Sequence[int] | None, che
 def check_cases(cases: Sequence[CaseFiles], allowed_labels: Sequence[int] | None = None, num_workers: int = 1,
                 check_voxels: bool = True, desc: str = "checking cases") -> dict[str, list[Problem]]:
     """Check many cases (in ``num_workers`` processes) and return ``{case_id: problems}`` for the bad ones."""
-    results: dict[str, list[Problem]] = {}
-    if num_workers <= 1 or len(cases) <= 1:
-        for case in tqdm(cases, desc=desc, unit="case", disable=len(cases) < 2):
-            results[case.case_id] = _check_case_files(case, allowed_labels, check_voxels)
-    else:
-        with ProcessPoolExecutor(max_workers=num_workers) as pool:
-            futures = [pool.submit(_check_case_files, c, allowed_labels, check_voxels) for c in cases]
-            for case, future in tqdm(zip(cases, futures), total=len(cases), desc=desc, unit="case"):
-                results[case.case_id] = future.result()
-    return {case_id: problems for case_id, problems in results.items() if problems}
+    check = partial(_check_case_files, allowed_labels=allowed_labels, check_voxels=check_voxels)
+    results = map_cases(check, cases, num_workers, desc, progress=len(cases) >= 2)
+    return {case.case_id: problems for case, problems in zip(cases, results) if problems}
 
 
 def format_summary(problems: dict[str, list[Problem]], n_cases: int | None = None) -> str:

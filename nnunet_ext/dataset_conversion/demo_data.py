@@ -21,14 +21,13 @@ on the command line and in the image headers.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from tqdm import tqdm
 
 from nnunet_ext.dataset_conversion.files import remove_partials, write_image
+from nnunet_ext.utils.pool import map_cases
 
 GLI_MODALITIES = ("t1n", "t1c", "t2w", "t2f")
 GLI_SHAPE = (240, 240, 155)
@@ -233,9 +232,10 @@ def men_rt_case_id(index: int) -> str:
     return f"BraTS-MEN-RT-{index + 1:04d}-1"
 
 
-def _write_case(task: str, index: int, seed: int, shape: tuple[int, int, int] | None, out: Path,
-                labelled: bool) -> tuple[str, bool]:
-    """Write one case; returns its id and whether its label map came out empty (a grid too small)."""
+def _write_case(job: tuple[str, int, int, tuple[int, int, int] | None, Path, bool]) -> tuple[str, bool]:
+    """Write one case (task, index, seed, shape, out, labelled); returns its id and whether its label map came out
+    empty (a grid too small)."""
+    task, index, seed, shape, out, labelled = job
     if task == "gli":
         case_id = gli_case_id(index)
         images = make_gli_case(seed + index, shape or GLI_SHAPE)
@@ -265,12 +265,7 @@ def write_demo_dataset(out: Path, task: str, n: int, shape: tuple[int, int, int]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(task, i, seed, shape, out, i < n - n_unlabelled) for i in range(n)]
-    if num_workers <= 1:
-        written = [_write_case(*job) for job in tqdm(jobs, desc=f"demo {task}", unit="case")]
-    else:
-        with ProcessPoolExecutor(max_workers=num_workers) as pool:
-            futures = [pool.submit(_write_case, *job) for job in jobs]
-            written = [f.result() for f in tqdm(futures, desc=f"demo {task}", unit="case")]
+    written = list(map_cases(_write_case, jobs, num_workers, f"demo {task}"))
     ids = [case_id for case_id, _ in written]
     remove_partials([out / case_id for case_id in ids])
     empty = [case_id for (case_id, is_empty), job in zip(written, jobs) if is_empty and job[-1]]

@@ -21,18 +21,18 @@ from __future__ import annotations
 import json
 import os
 import re
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from tqdm import tqdm
 
 from nnunet_ext.dataset_conversion import brats_2021, brats_gli, men_rt
 from nnunet_ext.dataset_conversion.files import PARTIAL, remove_partials, write_image
 from nnunet_ext.dataset_conversion.raw_dataset import RECORDS, relabel
-from nnunet_ext.nifti_io import ImageReadError, read_image
+from nnunet_ext.nifti_io import ImageReadError, read_label_image
+from nnunet_ext.utils.pool import map_cases
 
 TASKS = ("gli", "men-rt", "brats-2021")
 #: label values a prediction of each task may hold (what its converted dataset stores)
@@ -99,12 +99,9 @@ def export_case(job: ExportJob, task: str) -> Path:
     """Write one submission file; raises :class:`ExportError` naming the prediction when it is invalid."""
     name = str(job.prediction)
     try:
-        prediction = read_image(name)
+        prediction = read_label_image(name)
     except ImageReadError as error:
         raise ExportError(str(error)) from None
-    if prediction.GetNumberOfComponentsPerPixel() != 1 or prediction.GetDimension() != 3:
-        raise ExportError(f"{name}: expected a 3D label map, got {prediction.GetDimension()}D with "
-                          f"{prediction.GetNumberOfComponentsPerPixel()} components per voxel")
     values = np.unique(sitk.GetArrayViewFromImage(prediction))
     unexpected = sorted(set(values.tolist()) - set(CHALLENGE_LABELS[task]))
     if unexpected:
@@ -164,14 +161,7 @@ def export_predictions(pred_dir: Path, out_dir: Path, task: str, raw: Path | Non
     staging.mkdir(parents=True, exist_ok=True)
     staged = [replace(job, destination=staging / job.destination.name) for job in jobs]
     try:
-        if num_workers <= 1:
-            for job in tqdm(staged, desc="exporting", unit="case"):
-                export_case(job, task)
-        else:
-            with ProcessPoolExecutor(max_workers=num_workers) as pool:
-                futures = [pool.submit(export_case, job, task) for job in staged]
-                for future in tqdm(futures, desc="exporting", unit="case"):
-                    future.result()
+        list(map_cases(partial(export_case, task=task), staged, num_workers, "exporting"))
         for job, final in zip(staged, jobs):
             os.replace(job.destination, final.destination)
     finally:

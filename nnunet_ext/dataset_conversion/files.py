@@ -12,24 +12,16 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import SimpleITK as sitk
 
-from nnunet_ext.atomic import atomic_write_text
+from nnunet_ext.atomic import atomic_write, atomic_write_text
+from nnunet_ext.utils.file_stamp import file_stamp, size_and_mtime
 
 PARTIAL = ".partial"
-
-
-def _partial_path(dst: Path) -> Path:
-    folder = dst.parent / PARTIAL
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{os.getpid()}-{dst.name}"
-
-
-def _finish(tmp: Path, dst: Path) -> None:
-    os.replace(tmp, dst)
 
 
 def remove_partials(folders: list[Path]) -> None:
@@ -43,26 +35,23 @@ def remove_partials(folders: list[Path]) -> None:
             shutil.rmtree(partial)
 
 
+def _write(dst: Path, write: Callable[[Path], None]) -> None:
+    atomic_write(dst, write, scratch=dst.parent / PARTIAL)
+
+
 def write_image(image: sitk.Image, dst: Path) -> None:
     """Write ``image`` to ``dst`` atomically (compressed when the name ends in .gz)."""
-    tmp = _partial_path(dst)
-    sitk.WriteImage(image, str(tmp), useCompression=dst.name.endswith(".gz"))
-    _finish(tmp, dst)
+    _write(dst, lambda tmp: sitk.WriteImage(image, str(tmp), useCompression=dst.name.endswith(".gz")))
 
 
 def copy_file(src: Path, dst: Path) -> None:
     """Byte-exact copy of ``src`` to ``dst``, atomically."""
-    tmp = _partial_path(dst)
-    shutil.copyfile(src, tmp)
-    _finish(tmp, dst)
+    _write(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def symlink_file(src: Path, dst: Path) -> None:
     """Absolute symlink ``dst`` -> ``src``, atomically replacing whatever ``dst`` was."""
-    tmp = _partial_path(dst)
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(src.resolve())
-    _finish(tmp, dst)
+    _write(dst, lambda tmp: tmp.symlink_to(src.resolve()))
 
 
 def write_json(data: Any, dst: Path) -> None:
@@ -72,11 +61,8 @@ def write_json(data: Any, dst: Path) -> None:
 
 def fingerprint(recipe: dict[str, Any], sources: list[Path]) -> str:
     """Hash of how an output is made: the recipe and each source's resolved path, size and mtime."""
-    stats = []
-    for src in sources:
-        st = src.stat()
-        stats.append([str(src.resolve()), st.st_size, st.st_mtime_ns])
-    blob = json.dumps({"recipe": recipe, "sources": stats}, sort_keys=True, default=str)
+    blob = json.dumps({"recipe": recipe, "sources": [file_stamp(src) for src in sources]}, sort_keys=True,
+                      default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -86,8 +72,7 @@ def output_state(dst: Path) -> list[Any] | None:
         return ["link", os.readlink(dst)]
     if not dst.is_file():
         return None
-    st = dst.stat()
-    return ["file", st.st_size, st.st_mtime_ns]
+    return ["file", *size_and_mtime(dst)]
 
 
 class Manifest:

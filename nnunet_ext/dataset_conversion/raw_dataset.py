@@ -12,7 +12,8 @@ makes a conversion safe lives here once:
 * outputs are written atomically and recorded in a manifest, so a re-run skips what is already correct and
   removes only outputs of earlier runs that this run no longer produces, and only while they are exactly what
   was written (never anything else);
-* cases are written by parallel workers behind a tqdm bar, and a log file is kept in the dataset folder.
+* cases are written by parallel workers behind a tqdm bar (:mod:`nnunet_ext.utils.pool`), and a log file is kept
+  in the dataset folder.
 """
 
 from __future__ import annotations
@@ -23,13 +24,12 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import SimpleITK as sitk
-from tqdm import tqdm
 
 from nnunet_ext.case_checks import CaseFiles, Problem, check_cases, format_summary, raise_if_problems
 from nnunet_ext.dataset_conversion.files import (
@@ -43,6 +43,7 @@ from nnunet_ext.dataset_conversion.files import (
     write_json,
 )
 from nnunet_ext.nifti_io import read_image
+from nnunet_ext.utils.pool import map_cases
 
 FILE_ENDING = ".nii.gz"
 MANIFEST = "conversion_manifest.json"
@@ -59,6 +60,32 @@ class SourceCase:
     images: tuple[Path, ...]
     label: Path | None = None
     problems: tuple[Problem, ...] = ()  # found while discovering (e.g. a file present twice)
+
+
+def find_source_cases(src: Path, glob: str, pattern: re.Pattern[str], modalities: Sequence[str], label_key: str,
+                      separator: str, case_id: Callable[[re.Match[str]], str] | None = None) -> list[SourceCase]:
+    """Every case below ``src`` among the files matching ``glob`` whose names match ``pattern``.
+
+    ``pattern`` names the file's ``key`` (a modality or ``label_key``) and its ``case`` (or ``case_id`` builds the
+    id from the match). A missing modality is kept as the path the download would have
+    (``<folder>/<case><separator><modality>.nii.gz``) so that the checks report it; a file present twice is a
+    problem of its case.
+    """
+    found: dict[str, dict[str, list[Path]]] = {}
+    for path in sorted(Path(src).rglob(glob)):
+        match = pattern.match(path.name)
+        if match and path.is_file():
+            name = case_id(match) if case_id is not None else match["case"]
+            found.setdefault(name, {}).setdefault(match["key"], []).append(path)
+    cases = []
+    for name, files in sorted(found.items()):
+        folder = next(iter(files.values()))[0].parent
+        problems = tuple(Problem(str(paths[1]), f"{key} of {name} found more than once (also {paths[0]})")
+                         for key, paths in files.items() if len(paths) > 1)
+        images = tuple(files[m][0] if m in files else folder / f"{name}{separator}{m}.nii.gz" for m in modalities)
+        label = files[label_key][0] if label_key in files else None
+        cases.append(SourceCase(name, images, label, problems))
+    return cases
 
 
 @dataclass(frozen=True)
@@ -287,28 +314,15 @@ def _write_cases(good: Sequence[SourceCase], spec: DatasetSpec, dataset_dir: Pat
             todo.append((case, print_, outputs))
     _remove_stale(manifest, produced, dataset_dir)
 
-    def finished(case: SourceCase, print_: str, outputs: list[Path]) -> None:
+    convert = partial(_convert_case, dataset_dir=dataset_dir, symlink=symlink, preprocessor=preprocessor,
+                      label_mapping=spec.label_mapping)
+    converted = map_cases(convert, [case for case, _, _ in todo], num_workers, f"writing {spec.folder_name}",
+                          progress=bool(todo))
+    for (_case, print_, outputs), _ in zip(todo, converted):  # recorded as each case is done: a re-run resumes
         for path in outputs:
             manifest.record(str(path.relative_to(dataset_dir)), print_, path)
         manifest.save()
         result.written += 1
-
-    bar = tqdm(total=len(todo), desc=f"writing {spec.folder_name}", unit="case", disable=not todo)
-    if num_workers <= 1 or len(todo) <= 1:
-        for case, print_, outputs in todo:
-            _convert_case(case, dataset_dir, symlink, preprocessor, spec.label_mapping)
-            finished(case, print_, outputs)
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=num_workers) as pool:
-            futures = {pool.submit(_convert_case, case, dataset_dir, symlink, preprocessor,
-                                   spec.label_mapping): (case, print_, outputs)
-                       for case, print_, outputs in todo}
-            for future, (case, print_, outputs) in futures.items():
-                future.result()
-                finished(case, print_, outputs)
-                bar.update()
-    bar.close()
     _write_dataset_json(spec, dataset_dir, len(result.training))
     return result
 

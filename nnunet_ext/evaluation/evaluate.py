@@ -10,12 +10,10 @@ import csv
 import io
 import json
 import math
-import multiprocessing
 import sys
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from nnunet_ext.atomic import atomic_write_text
 from nnunet_ext.evaluation.icc import icc_a1
@@ -30,6 +28,8 @@ from nnunet_ext.evaluation.volumes import (
     check_same_geometry,
     read_label_map,
 )
+from nnunet_ext.utils.file_stamp import file_stamp
+from nnunet_ext.utils.pool import map_cases
 
 PER_CASE_COLUMNS = [
     "case", "region", "lesionwise_dice", "lesionwise_hd95", "legacy_dice", "legacy_hd95", "jaccard",
@@ -90,9 +90,8 @@ def evaluate_case(reference: Path, prediction: Path, rules: str | Rules, labels_
 
 
 def _cache_key(rules: Rules, labels_are: str, reference: Path, prediction: Path) -> dict:
-    stats = [reference.stat(), prediction.stat()]
     return {"version": _CACHE_VERSION, "rules": repr(rules), "labels_are": labels_are,
-            "files": [[str(p.resolve()), s.st_size, s.st_mtime_ns] for p, s in zip((reference, prediction), stats)]}
+            "files": [file_stamp(reference), file_stamp(prediction)]}
 
 
 def _evaluate_cached(job: tuple[str, Path, Path, Rules, str, Path | None]) -> list[dict]:
@@ -133,12 +132,7 @@ def evaluate_folders(
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
     jobs = [(case, ref, pred, rules, labels_are, cache) for case, ref, pred in pairs]
-    bar = dict(total=len(jobs), desc=f"evaluate ({rules.name})", unit="case", disable=not progress)
-    if num_workers <= 1 or len(jobs) == 1:
-        results = [_evaluate_cached(job) for job in tqdm(jobs, **bar)]
-    else:
-        with multiprocessing.get_context("spawn").Pool(min(num_workers, len(jobs))) as pool:
-            results = list(tqdm(pool.imap(_evaluate_cached, jobs), **bar))
+    results = map_cases(_evaluate_cached, jobs, num_workers, f"evaluate ({rules.name})", progress, "spawn")
     rows = _complete_regions([row for case_rows in results for row in case_rows], rules)
     return rows, summarize_rows(rows, rules.name, labels_are)
 

@@ -29,16 +29,16 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import cc3d
 import numpy as np
-from tqdm import tqdm
 
-from nnunet_ext.atomic import atomic_write_text
+from nnunet_ext.atomic import atomic_write, atomic_write_text
 from nnunet_ext.nifti_io import check_complete, incomplete_files
+from nnunet_ext.utils.pool import map_cases
 
 RECORD_NAME = "sliceres_postprocessing.json"
 MODES = ("none", "components", "cascade", "selected")
@@ -308,32 +308,30 @@ def reader_writer(folder: Path, file_ending: str, example: Path):
     return determine_reader_writer_from_file_ending(file_ending, str(example), verbose=False)()
 
 
-def read_labels(path: Path, reader) -> tuple[np.ndarray, dict]:
+def read_labels(path: Path, reader, checked: bool = False) -> tuple[np.ndarray, dict]:
     """A label map as nnU-Net's reader returns it, without the channel axis, in the smallest integer type.
 
     Cut-off files fail here, naming the file (:func:`nnunet_ext.nifti_io.check_complete`): nnU-Net's reader would
-    return a partial volume.
+    return a partial volume. ``checked``: the caller has already checked the file (no second decompression).
     """
-    check_complete(path)
+    if not checked:
+        check_complete(path)
     seg, properties = reader.read_seg(str(path))
     return seg[0].astype(np.uint16 if seg.max() > 255 else np.uint8), properties
 
 
-def postprocess_file(source: Path, target: Path, setting: Setting, reader, file_ending: str) -> None:
+def postprocess_file(job: tuple[Path, Path], setting: Setting, reader, checked: bool = False) -> None:
     """Read a segmentation, post-process it and write it to ``target`` atomically (``target`` may be ``source``).
 
-    In place, an unchanged result is not rewritten, so re-running on a resumed folder leaves finished files alone.
+    ``job`` is ``(source, target)``; ``checked``: as in :func:`read_labels`. In place, an unchanged result is not
+    rewritten, so re-running on a resumed folder leaves finished files alone.
     """
-    seg, properties = read_labels(source, reader)
+    source, target = job
+    seg, properties = read_labels(source, reader, checked)
     result = apply(seg, setting)
     if source.resolve() == target.resolve() and np.array_equal(result, seg):
         return
-    tmp = target.with_name(f".{target.name[:-len(file_ending)]}.{os.getpid()}.tmp{file_ending}")
-    try:
-        reader.write_seg(result, str(tmp), properties)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(target, lambda tmp: reader.write_seg(result, str(tmp), properties))
 
 
 def postprocess_folder(input_folder: str | os.PathLike, output_folder: str | os.PathLike, setting: Setting,
@@ -359,14 +357,6 @@ def postprocess_folder(input_folder: str | os.PathLike, output_folder: str | os.
     output_folder.mkdir(parents=True, exist_ok=True)
     targets = [output_folder / p.name for p in sources]
     reader = reader_writer(input_folder, file_ending, sources[0])
-    jobs = list(zip(sources, targets))
-    desc = f"post-processing ({setting.mode})"
-    if num_processes <= 1 or len(jobs) <= 1:
-        for source, target in tqdm(jobs, desc=desc, unit="case"):
-            postprocess_file(source, target, setting, reader, file_ending)
-    else:
-        with ProcessPoolExecutor(max_workers=num_processes) as pool:
-            futures = [pool.submit(postprocess_file, s, t, setting, reader, file_ending) for s, t in jobs]
-            for future in tqdm(futures, desc=desc, unit="case"):
-                future.result()
+    work = partial(postprocess_file, setting=setting, reader=reader, checked=True)
+    list(map_cases(work, zip(sources, targets), num_processes, f"post-processing ({setting.mode})"))
     return targets

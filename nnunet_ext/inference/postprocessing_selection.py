@@ -21,15 +21,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import cc3d
 import numpy as np
-from tqdm import tqdm
 
 from nnunet_ext.inference.postprocessing import Layout, Region, Rule, Setting, layout, read_labels, reader_writer
+from nnunet_ext.utils.pool import map_cases
 
 MIN_SIZES = (8, 16, 32, 64, 128, 256, 512)
 FRACTIONS = (0.05, 0.1, 0.2, 0.5, 1.0)
@@ -226,12 +225,7 @@ def select_for_model(model_folder: Path, reference_folder: Path | None = None, f
     pairs, used_folds, reference_folder = validation_pairs(model_folder, reference_folder, folds)
     reader = reader_writer(model_folder, dataset_json["file_ending"], pairs[0][1])
     jobs = [(case, p, r, regions, connectivity, reader) for case, p, r in pairs]
-    desc = "reading validation predictions"
-    if num_processes <= 1:
-        cases = [_stats_of_files(job) for job in tqdm(jobs, desc=desc, unit="case")]
-    else:
-        with ProcessPoolExecutor(max_workers=num_processes) as pool:
-            cases = list(tqdm(pool.map(_stats_of_files, jobs), total=len(jobs), desc=desc, unit="case"))
+    cases = list(map_cases(_stats_of_files, jobs, num_processes, "reading validation predictions"))
     rules, decisions = select(cases, regions, min_sizes, fractions)
     before, after = mean_dice(cases, regions, {}), mean_dice(cases, regions, {r.region: r for r in rules})
     evidence = {

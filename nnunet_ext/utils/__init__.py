@@ -1,0 +1,1 @@
+"""Small helpers every part of nnunet_ext shares: worker pools, processes that exit with their parent, file stamps."""

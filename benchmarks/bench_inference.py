@@ -36,18 +36,13 @@ import numpy as np
 import torch
 
 from nnunet_ext.atomic import atomic_write_text
+from nnunet_ext.inference.views import VIEW_SUBSETS
 
 N_CLASSES = 5  # BraTS-GLI: background, NETC, SNFH, ET, RC
 
 
-def _view_sets() -> dict:
-    from nnunet_ext.inference.views import FAST_TRANSFORMS, make_views
-
-    return {1: lambda: make_views([0], [0]), 6: lambda: make_views((0, 1, 2), FAST_TRANSFORMS),
-            8: lambda: make_views([0]), 24: lambda: make_views()}
-
-
-VIEW_SETS = _view_sets()
+#: the benchmark's view sets by number of views (one table with benchmarks/view_subsets.py)
+VIEW_SETS = {int(name.split(":")[0]): views for name, views in VIEW_SUBSETS.items()}
 
 
 def _stock_plans(shape: tuple[int, int, int], n_modalities: int) -> dict:
@@ -169,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         for inference in args.inference:
             name = f"sliceres_{n}_views" + ("_whole" if inference == "whole" else "")
             methods[name] = lambda n=n, tiles=inference == "tiles": _sliceres_predictor(
-                VIEW_SETS[n](), crop, widths, shape[0], device, args.slices_per_batch, args.step_size, tiles)
+                VIEW_SETS[n], crop, widths, shape[0], device, args.slices_per_batch, args.step_size, tiles)
     if not args.no_stock:
         plans = _stock_plans(shape[1:], shape[0])
         if args.tiny:  # shrink stock networks like ours so the smoke test stays quick

@@ -24,17 +24,8 @@ import numpy as np
 import torch
 
 from nnunet_ext.atomic import atomic_write_text
-from nnunet_ext.inference.views import FAST_TRANSFORMS, View, make_views
+from nnunet_ext.inference.views import VIEW_SUBSETS, View, make_views
 
-SUBSETS = {
-    "1: axis 0": make_views([0], [0]),
-    "2: axis 0 x identity, flip": make_views([0], FAST_TRANSFORMS),
-    "3: 3 axes x identity": make_views((0, 1, 2), [0]),
-    "6: 3 axes x identity, flip (fast)": make_views((0, 1, 2), FAST_TRANSFORMS),
-    "8: axis 0 x D4": make_views([0]),
-    "12: 3 axes x 4 mirrors": make_views((0, 1, 2), (0, 4, 6, 2)),
-    "24: 3 axes x D4 (all)": make_views(),
-}
 REGION_NAMES = {"WT": ("NETC", "SNFH", "ET", "NCR_NET", "ED", "NCR", "NET"),
                 "TC": ("NETC", "ET", "NCR_NET", "NCR", "NET"), "ET": ("ET",)}
 
@@ -111,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             data, reference = torch.from_numpy(np.asarray(data)).float(), np.asarray(seg)[0]
             for mode in modes:
                 probabilities, seconds = _per_view(predictor, data, mode == "tiles")
-                for subset, views in SUBSETS.items():
+                for subset, views in VIEW_SUBSETS.items():
                     mean = sum(probabilities[v] for v in views) / len(views)
                     rows.append({"fold": fold, "case": case, "mode": mode, "subset": subset,
                                  "seconds": sum(seconds[v] for v in views),
@@ -135,7 +126,7 @@ def print_table(record: dict) -> None:
           f"Dice change and time relative to 24 tiled views")
     print(f"{'mode':<6} {'views':<36} " + " ".join(f"{n:>14}" for n in names) + f" {'time':>7}")
     for mode in dict.fromkeys(r["mode"] for r in rows):
-        for subset in SUBSETS:
+        for subset in VIEW_SUBSETS:
             chosen = [r for r in rows if r["mode"] == mode and r["subset"] == subset]
             cells = []
             for n in names:

@@ -114,6 +114,15 @@ def read_image(path: PathLike) -> sitk.Image:
         raise ImageReadError(path, f"cannot be read as an image ({lines[-1] if lines else 'unknown error'})") from None
 
 
+def read_label_image(path: PathLike) -> sitk.Image:
+    """The complete image of a label map: one 3D single-channel image, or :class:`ImageReadError` naming the file."""
+    image = read_image(path)
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise ImageReadError(path, f"expected a 3D single-channel label map, got {image.GetDimension()}D with "
+                                   f"{image.GetNumberOfComponentsPerPixel()} component(s) per voxel")
+    return image
+
+
 def read_voxels(path: PathLike) -> np.ndarray:
     """The voxel array exactly as stored (for value checks; axis order is the reader's).
 

@@ -24,9 +24,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from nnunet_ext.case_checks import Problem
 from nnunet_ext.dataset_conversion.brats_gli import CHANNEL_NAMES
-from nnunet_ext.dataset_conversion.raw_dataset import DatasetSpec, SourceCase
+from nnunet_ext.dataset_conversion.raw_dataset import DatasetSpec, SourceCase, find_source_cases
 
 #: the BraTS 2021 file keys in the GLI channel order: t1 = t1n, t1ce = t1c, t2 = t2w, flair = t2f
 MODALITIES = ("t1", "t1ce", "t2", "flair")
@@ -43,20 +42,7 @@ DEFAULT_NAME = "BraTS2021"
 
 def find_cases(src: Path) -> list[SourceCase]:
     """All BraTS 2021 cases below ``src``; missing modalities are kept as expected paths to be reported."""
-    found: dict[str, dict[str, list[Path]]] = {}
-    for path in sorted(Path(src).rglob("BraTS2021_*")):
-        match = CASE_PATTERN.match(path.name)
-        if match and path.is_file():
-            found.setdefault(match["case"], {}).setdefault(match["key"], []).append(path)
-    cases = []
-    for case_id, files in sorted(found.items()):
-        folder = next(iter(files.values()))[0].parent
-        problems = tuple(Problem(str(paths[1]), f"{key} of {case_id} found more than once (also {paths[0]})")
-                         for key, paths in files.items() if len(paths) > 1)
-        images = tuple(files[m][0] if m in files else folder / f"{case_id}_{m}.nii.gz" for m in MODALITIES)
-        label = files["seg"][0] if "seg" in files else None
-        cases.append(SourceCase(case_id, images, label, problems))
-    return cases
+    return find_source_cases(src, "BraTS2021_*", CASE_PATTERN, MODALITIES, "seg", "_")
 
 
 def dataset_spec(dataset_id: int, name: str = DEFAULT_NAME, regions: bool = False) -> DatasetSpec:

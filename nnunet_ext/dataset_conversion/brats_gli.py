@@ -28,8 +28,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from nnunet_ext.case_checks import Problem
-from nnunet_ext.dataset_conversion.raw_dataset import DatasetSpec, SourceCase
+from nnunet_ext.dataset_conversion.raw_dataset import DatasetSpec, SourceCase, find_source_cases
 
 MODALITIES = ("t1n", "t1c", "t2w", "t2f")
 CHANNEL_NAMES = {0: "T1", 1: "T1C", 2: "T2W", 3: "T2F"}  # as nnU-Net's Dataset226 (all non-CT: z-score)
@@ -51,20 +50,7 @@ def patient_of(case_id: str) -> str:
 
 def find_cases(src: Path) -> list[SourceCase]:
     """All BraTS-GLI cases below ``src``; missing modalities are kept as expected paths to be reported."""
-    found: dict[str, dict[str, list[Path]]] = {}
-    for path in sorted(Path(src).rglob("BraTS-GLI-*")):
-        match = CASE_PATTERN.match(path.name)
-        if match and path.is_file():
-            found.setdefault(match["case"], {}).setdefault(match["key"], []).append(path)
-    cases = []
-    for case_id, files in sorted(found.items()):
-        folder = next(iter(files.values()))[0].parent
-        problems = tuple(Problem(str(paths[1]), f"{key} of {case_id} found more than once (also {paths[0]})")
-                         for key, paths in files.items() if len(paths) > 1)
-        images = tuple(files[m][0] if m in files else folder / f"{case_id}-{m}.nii.gz" for m in MODALITIES)
-        label = files["seg"][0] if "seg" in files else None
-        cases.append(SourceCase(case_id, images, label, problems))
-    return cases
+    return find_source_cases(src, "BraTS-GLI-*", CASE_PATTERN, MODALITIES, "seg", "-")
 
 
 def dataset_spec(dataset_id: int, name: str = DEFAULT_NAME, regions: bool = False) -> DatasetSpec:

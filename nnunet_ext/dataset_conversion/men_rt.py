@@ -23,8 +23,7 @@ from typing import Any
 
 import SimpleITK as sitk
 
-from nnunet_ext.case_checks import Problem
-from nnunet_ext.dataset_conversion.raw_dataset import DatasetSpec, SourceCase
+from nnunet_ext.dataset_conversion.raw_dataset import DatasetSpec, SourceCase, find_source_cases
 from nnunet_ext.nifti_io import read_image
 
 CASE_PATTERN = re.compile(r"^BraTS[-_]MEN[-_]RT[-_](?P<patient>\d+)[-_](?P<scan>\d+)[-_](?P<key>t1c|gtv)"
@@ -34,21 +33,11 @@ DEFAULT_NAME = "BraTS2024MENRT"
 
 def find_cases(src: Path) -> list[SourceCase]:
     """All MEN-RT cases below ``src`` (a case without ``_t1c`` is kept so that the check reports it)."""
-    found: dict[str, dict[str, list[Path]]] = {}
-    for path in sorted(Path(src).rglob("BraTS*")):
-        match = CASE_PATTERN.match(path.name)
-        if match and path.is_file():
-            case_id = f"BraTS-MEN-RT-{match['patient']}-{match['scan']}"
-            found.setdefault(case_id, {}).setdefault(match["key"], []).append(path)
-    cases = []
-    for case_id, files in sorted(found.items()):
-        folder = next(iter(files.values()))[0].parent
-        problems = tuple(Problem(str(paths[1]), f"{key} of {case_id} found more than once (also {paths[0]})")
-                         for key, paths in files.items() if len(paths) > 1)
-        image = files["t1c"][0] if "t1c" in files else folder / f"{case_id}_t1c.nii.gz"
-        label = files["gtv"][0] if "gtv" in files else None
-        cases.append(SourceCase(case_id, (image,), label, problems))
-    return cases
+    return find_source_cases(src, "BraTS*", CASE_PATTERN, ("t1c",), "gtv", "_", _case_id)
+
+
+def _case_id(match: re.Match[str]) -> str:
+    return f"BraTS-MEN-RT-{match['patient']}-{match['scan']}"
 
 
 def dataset_spec(dataset_id: int, name: str = DEFAULT_NAME) -> DatasetSpec:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from nnunet_ext.nifti_io import ImageReadError, read_image
+from nnunet_ext.nifti_io import ImageReadError, read_label_image
 
 SUPPORTED_ENDINGS = (".nii.gz", ".nii", ".mha", ".nrrd", ".mhd")
 
@@ -43,12 +43,9 @@ class LabelMap:
 def read_label_map(path: Path) -> LabelMap:
     """Read a 3D label map; truncated files, non-integer or negative values are errors."""
     try:
-        image = read_image(path)
+        image = read_label_image(path)
     except ImageReadError as error:
         raise EvaluationError(str(error)) from None
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise EvaluationError(f"{path}: expected a 3D single-channel label map, got {image.GetDimension()}D with "
-                              f"{image.GetNumberOfComponentsPerPixel()} component(s)")
     array = sitk.GetArrayFromImage(image)
     if not np.issubdtype(array.dtype, np.integer):
         if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):

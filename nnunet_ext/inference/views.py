@@ -61,6 +61,19 @@ def make_views(axes: Iterable[int] = (0, 1, 2), transforms: Sequence[int] = dihe
     return tuple(View(a, t) for a in axes for t in transforms)
 
 
+
+#: the view sets that the benchmarks compare (``benchmarks/view_subsets.py``, ``bench_inference.py``), by
+#: "<number of views>: what they are"
+VIEW_SUBSETS = {
+    "1: axis 0": make_views([0], [0]),
+    "2: axis 0 x identity, flip": make_views([0], FAST_TRANSFORMS),
+    "3: 3 axes x identity": make_views((0, 1, 2), [0]),
+    "6: 3 axes x identity, flip (fast)": make_views((0, 1, 2), FAST_TRANSFORMS),
+    "8: axis 0 x D4": make_views([0]),
+    "12: 3 axes x 4 mirrors": make_views((0, 1, 2), (0, 4, 6, 2)),
+    "24: 3 axes x D4 (all)": make_views(),
+}
+
 def view_shape(spatial_shape: Sequence[int], view: View) -> tuple[int, int, int]:
     """(D, H, W) that :func:`to_view` gives for a volume of spatial shape (X, Y, Z), without touching data."""
     depth = spatial_shape[view.axis]

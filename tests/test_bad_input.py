@@ -124,20 +124,20 @@ def evaluate_extra_prediction_warns(w: Path) -> Scenario:
 def postprocess_truncated_in_place(w: Path) -> Scenario:
     pred = _predictions(w)
     bad = truncate(sorted(pred.iterdir())[1])
-    return Scenario(["postprocess", "-i", pred, "-o", pred], 1, [str(bad), "truncated"], [pred])
+    return Scenario(["postprocess", "-i", pred, "-o", pred], 2, [str(bad), "truncated"], [pred])
 
 
 def postprocess_junk_file_writes_nothing(w: Path) -> Scenario:
     pred = _predictions(w)
     (pred / "zz_notes.nii.gz").write_text("not an image")
-    return Scenario(["postprocess", "-i", pred, "-o", w / "pp"], 1, [str(pred / "zz_notes.nii.gz")], [pred],
+    return Scenario(["postprocess", "-i", pred, "-o", w / "pp"], 2, [str(pred / "zz_notes.nii.gz")], [pred],
                     [w / "pp"])
 
 
 def export_truncated_prediction(w: Path) -> Scenario:
     pred = _predictions(w)
     bad = truncate(sorted(pred.iterdir())[0])
-    return Scenario(["export-brats", pred, w / "sub", "--task", "gli"], 1, [str(bad), "truncated"], [pred],
+    return Scenario(["export-brats", pred, w / "sub", "--task", "gli"], 2, [str(bad), "truncated"], [pred],
                     [w / "sub"])
 
 
@@ -150,7 +150,7 @@ def export_last_case_fails_leaves_nothing(w: Path) -> Scenario:
     bad = sitk.GetImageFromArray(array)
     bad.CopyInformation(image)
     sitk.WriteImage(bad, str(last))
-    return Scenario(["export-brats", pred, w / "sub", "--task", "gli"], 1, [str(last), "[7]"], [pred], [w / "sub"])
+    return Scenario(["export-brats", pred, w / "sub", "--task", "gli"], 2, [str(last), "[7]"], [pred], [w / "sub"])
 
 
 def _convert_gli(src: Path, w: Path, *extra: str) -> list:
@@ -159,26 +159,26 @@ def _convert_gli(src: Path, w: Path, *extra: str) -> list:
 
 def convert_truncated_source(w: Path) -> Scenario:
     bad = truncate(w / "gli" / "BraTS-GLI-00001-000" / "BraTS-GLI-00001-000-t1c.nii.gz")
-    return Scenario(_convert_gli(w / "gli", w, "-d", "503", "--strict"), 1, [str(bad), "truncated"],
+    return Scenario(_convert_gli(w / "gli", w, "-d", "503", "--strict"), 2, [str(bad), "truncated"],
                     [w / "gli"], [w / "raw" / "Dataset503_BraTS2024GLI"])
 
 
 def convert_other_task_into_used_id(w: Path) -> Scenario:
     args = ["convert", "men-rt", w / "men", "-d", "501", "-n", "GliBase", "-j", "1", "--raw-root", w / "raw"]
-    return Scenario(args, 1, [str(w / "raw" / GLI_DATASET), "brats-gli", "--take-over"],
+    return Scenario(args, 2, [str(w / "raw" / GLI_DATASET), "brats-gli", "--take-over"],
                     [w / "raw", w / "pre", w / "men"])
 
 
 def convert_other_source_into_used_id(w: Path) -> Scenario:
     shutil.copytree(w / "gli", w / "gli_copy")
-    return Scenario(_convert_gli(w / "gli_copy", w, "-d", "501", "-n", "GliBase"), 1,
+    return Scenario(_convert_gli(w / "gli_copy", w, "-d", "501", "-n", "GliBase"), 2,
                     [str(w / "raw" / GLI_DATASET), str((w / "gli_copy").resolve()), "--take-over"],
                     [w / "raw", w / "pre", w / "gli_copy"])
 
 
 def convert_into_foreign_folder(w: Path) -> Scenario:
     mine = make_raw_dataset(w / "raw", 504, "Mine", n_cases=1, shape=(6, 8, 8))
-    return Scenario(_convert_gli(w / "gli", w, "-d", "504", "-n", "Mine"), 1,
+    return Scenario(_convert_gli(w / "gli", w, "-d", "504", "-n", "Mine"), 2,
                     [str(mine), "not created by `nnunet-ext convert`", "--take-over"], [mine, w / "gli"])
 
 
@@ -191,7 +191,7 @@ def convert_take_over_keeps_foreign_files(w: Path) -> Scenario:
 
 def convert_validation_only_download(w: Path) -> Scenario:
     write_demo_dataset(w / "val", "gli", 2, GLI_SHAPE, seed=5, n_unlabelled=2)
-    return Scenario(_convert_gli(w / "val", w, "-d", "505"), 1, ["none of the 2 cases is labelled"], [w / "val"],
+    return Scenario(_convert_gli(w / "val", w, "-d", "505"), 2, ["none of the 2 cases is labelled"], [w / "val"],
                     [w / "raw" / "Dataset505_BraTS2024GLI"])
 
 
@@ -216,8 +216,8 @@ def _plan(w: Path, *extra: str) -> list:
     return ["plan", "-d", PLAN_DATASET, "-np", "1", "--no-preprocess", *extra]
 
 
-def _plan_scenario(w: Path, expect: list[str], *extra: str, rc: int = 2, forbid: list[str] | None = None) -> Scenario:
-    return Scenario(_plan(w, *extra), rc, expect, [w / "plan_raw"], [w / "pre" / PLAN_DATASET], forbid or [])
+def _plan_scenario(w: Path, expect: list[str], *extra: str, forbid: list[str] | None = None) -> Scenario:
+    return Scenario(_plan(w, *extra), 2, expect, [w / "plan_raw"], [w / "pre" / PLAN_DATASET], forbid or [])
 
 
 BAD_SETTINGS = {  # --set value -> what the message must contain
@@ -251,13 +251,13 @@ def plan_malformed_preset(w: Path) -> Scenario:
 
 def plan_truncated_image(w: Path) -> Scenario:
     bad = truncate(w / "plan_raw" / PLAN_DATASET / "imagesTr" / "case_001_0001.nii.gz")
-    return _plan_scenario(w, [str(bad), "truncated"], rc=1)
+    return _plan_scenario(w, [str(bad), "truncated"])
 
 
 def plan_4d_first_channel(w: Path) -> Scenario:
     first = w / "plan_raw" / PLAN_DATASET / "imagesTr" / "case_000_0000.nii.gz"
     sitk.WriteImage(sitk.GetImageFromArray(np.ones((2, 6, 8, 8), np.float32), isVector=False), str(first))
-    return _plan_scenario(w, [f"{first}: is a 4D image"], rc=1, forbid=["case_000_0001.nii.gz", "labelsTr"])
+    return _plan_scenario(w, [f"{first}: is a 4D image"], forbid=["case_000_0001.nii.gz", "labelsTr"])
 
 
 def plan_missing_dataset_json(w: Path) -> Scenario:
@@ -275,7 +275,7 @@ def plan_malformed_dataset_json(w: Path) -> Scenario:
 def plan_label_without_images(w: Path) -> Scenario:
     labels = w / "plan_raw" / PLAN_DATASET / "labelsTr"
     shutil.copy(labels / "case_000.nii.gz", labels / "orphan.nii.gz")
-    return _plan_scenario(w, [str(labels / "orphan.nii.gz"), "label without images"], rc=1)
+    return _plan_scenario(w, [str(labels / "orphan.nii.gz"), "label without images"])
 
 
 def predict_truncated_input(w: Path, model: dict) -> Scenario:
@@ -284,7 +284,7 @@ def predict_truncated_input(w: Path, model: dict) -> Scenario:
     bad = truncate(sorted(inputs.iterdir())[2])
     args = ["predict", "-m", model["model"], "-i", inputs, "-o", w / "out", "-device", "cpu", "-npp", "1",
             "-nps", "1"]
-    return Scenario(args, 1, [str(bad), "truncated"], [inputs], [w / "out"])
+    return Scenario(args, 2, [str(bad), "truncated"], [inputs], [w / "out"])
 
 
 SCENARIOS: dict[str, Callable[[Path], Scenario]] = {
@@ -301,7 +301,7 @@ def _run(args: list, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFix
     with caplog.at_level(logging.INFO):
         try:
             rc = main([str(a) for a in args])
-        except SystemExit as stop:  # commands exit with a message string (rc 1) or a code
+        except SystemExit as stop:  # argparse's exit (main returns the code of every other end)
             rc = stop.code if isinstance(stop.code, int) else (1 if stop.code else 0)
             message = stop.code if isinstance(stop.code, str) else ""
     captured = capsys.readouterr()

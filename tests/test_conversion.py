@@ -278,7 +278,7 @@ def test_brats_2021_becomes_the_gli_convention_and_exports_back(nnunet_dirs, b21
     image.CopyInformation(sitk.ReadImage(str(gli_seg)))
     sitk.WriteImage(image, str(pred / f"{case}.nii.gz"))
     done = cli("export-brats", str(pred), str(tmp_path / "refused"), "--task", "brats-2021")
-    assert done.returncode == 1 and f"{case}.nii.gz" in done.stderr and "[4]" in done.stderr, done.stderr
+    assert done.returncode == 2 and f"{case}.nii.gz" in done.stderr and "[4]" in done.stderr, done.stderr
     assert not (tmp_path / "refused").exists()
 
 
@@ -320,7 +320,7 @@ def test_every_broken_case_is_reported_by_name(nnunet_dirs, tmp_path):
     before = tree_hash(source)
 
     strict = cli("convert", "brats-gli", str(source), "-d", "316", "--strict")
-    assert strict.returncode == 1
+    assert strict.returncode == 2
     assert not list(nnunet_dirs["nnUNet_raw"].glob("Dataset316_*"))  # nothing written
     lenient = cli("convert", "brats-gli", str(source), "-d", "317", "-j", "2")
     assert lenient.returncode == 0, lenient.stderr
@@ -398,17 +398,17 @@ def test_export_rejects_what_is_not_a_submission(tmp_path, gli_source):
     bad.CopyInformation(sitk.ReadImage(str(seg)))
     sitk.WriteImage(bad, str(pred / "BraTS-GLI-00000-000.nii.gz"))
     done = cli("export-brats", str(pred), str(tmp_path / "out"), "--task", "gli")
-    assert done.returncode == 1 and "BraTS-GLI-00000-000.nii.gz" in done.stderr and "[5]" in done.stderr
+    assert done.returncode == 2 and "BraTS-GLI-00000-000.nii.gz" in done.stderr and "[5]" in done.stderr
     shutil.copy(seg, pred / "BraTS-GLI-00000-000.nii.gz")
     shutil.copy(seg, pred / "patient7.nii.gz")
     done = cli("export-brats", str(pred), str(tmp_path / "out"), "--task", "gli", "--raw", str(gli_source))
-    assert done.returncode == 1 and "patient7" in done.stderr and "BraTS-GLI-XXXXX-YYY" in done.stderr
+    assert done.returncode == 2 and "patient7" in done.stderr and "BraTS-GLI-XXXXX-YYY" in done.stderr
     (pred / "patient7.nii.gz").unlink()
     shifted = sitk.ReadImage(str(seg))
     shifted.SetOrigin((5.0, 0.0, 0.0))
     sitk.WriteImage(shifted, str(pred / "BraTS-GLI-00001-000.nii.gz"))
     done = cli("export-brats", str(pred), str(tmp_path / "out"), "--task", "gli", "--raw", str(gli_source))
-    assert done.returncode == 1 and "origin" in done.stderr and "BraTS-GLI-00001-000" in done.stderr
+    assert done.returncode == 2 and "origin" in done.stderr and "BraTS-GLI-00001-000" in done.stderr
 
 
 def test_skull_strip_without_hd_bet_is_a_clear_error(nnunet_dirs, men_source):

@@ -8,6 +8,8 @@ up as a mismatch.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 import subprocess
@@ -349,10 +351,12 @@ def test_cli_parts_together_equal_one_pass(stub_model: dict, predicted: Path, tm
 def _cli_error(stub_model: dict, monkeypatch: pytest.MonkeyPatch, inputs: Path, *extra: str) -> str:
     for key, value in stub_model["env"].items():
         monkeypatch.setenv(key, value)
-    with pytest.raises(SystemExit) as raised:
-        cli.main(["predict", "-i", str(inputs), "-o", str(inputs.parent / "out"), "-d", stub_model["dataset"],
-                  "-tr", "nnUNetTrainer", "-device", "cpu", *extra])
-    return str(raised.value)
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        rc = cli.main(["predict", "-i", str(inputs), "-o", str(inputs.parent / "out"), "-d", stub_model["dataset"],
+                       "-tr", "nnUNetTrainer", "-device", "cpu", *extra])
+    assert rc == 2, stderr.getvalue()  # bad input
+    return stderr.getvalue()
 
 
 @pytest.fixture

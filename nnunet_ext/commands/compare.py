@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import argparse
 
+from nnunet_ext.commands._options import add_device, add_num_processes, example
+
 NAME = "compare"
 HELP = "train and evaluate stock nnU-Net and SliceRes under one budget; resumable; writes a report"
+EXAMPLE = example("convert", "nnunet-ext compare -d 501 --budget-epochs 2 --budget-iterations 10 --device cpu -np 2 "
+                  "-o compare_501", "# writes compare_501/report.md and .html; run it again to resume")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,10 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also train stock 3d_fullres with the ResEnc M preset (nnUNetResEncUNetMPlans)")
     parser.add_argument("--rules", default="brats-gli-2024",
                         help="evaluation rules for `nnunet-ext evaluate` (default brats-gli-2024)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
+    add_device(parser)
     parser.add_argument("-o", "--out", help="output folder (default: ./compare_DatasetXXX_Name)")
-    parser.add_argument("-np", "--num-processes", type=int, default=2,
-                        help="worker processes for preprocessing, data augmentation and prediction (default 2)")
+    add_num_processes(parser, 2, "worker processes for preprocessing, data augmentation and prediction (default 2)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="SliceRes plan setting passed to `nnunet-ext plan --set` (repeatable)")
     parser.add_argument("--preset", help="SliceRes preset passed to `nnunet-ext plan --preset`")

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from nnunet_ext.commands._options import add_device, add_num_processes
+
 NAME = "demo"
 HELP = "run the whole SliceRes pipeline on built-in synthetic data (minutes on a CPU; nnU-Net folders inside --out)"
+EXAMPLE = """\
+Example (makes its own data with demo-data; nothing of your nnU-Net folders is used):
+  nnunet-ext demo --quick --device cpu --out demo_quick    # about a minute: checks that the pipeline runs
+  nnunet-ext demo --device cpu                             # the demo: about 10 minutes on 2 CPU cores
+  nnunet-ext demo --task men-rt --seed 1                   # meningioma, another training seed
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,8 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="training seed: network initialisation, slice sampling, augmentation (default 0; the "
                              "synthetic data stay the same)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
-    parser.add_argument("-np", "--num-processes", type=int, default=2, help="worker processes (default 2)")
+    add_device(parser)
+    add_num_processes(parser, 2, "worker processes (default 2)")
     parser.add_argument("--quiet", action="store_true", help="keep nnU-Net's output in the log files only")
 
 

@@ -5,8 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nnunet_ext.commands._options import add_num_processes
+from nnunet_ext.errors import UsageError
+
 NAME = "demo-data"
 HELP = "write synthetic BraTS-GLI / BraTS-MEN-RT cases (challenge naming and geometry) for demos and tests"
+EXAMPLE = """\
+Example (the input of the other commands' examples):
+  nnunet-ext demo-data gli_src --task gli -n 10 --shape 64 64 48 --unlabelled 2
+  # gli_src/BraTS-GLI-XXXXX-YYY/BraTS-GLI-XXXXX-YYY-{t1n,t1c,t2w,t2f,seg}.nii.gz, the last 2 cases without -seg
+  nnunet-ext demo-data men_src --task men-rt -n 10 --shape 64 64 40 -np 2
+  nnunet-ext convert brats-gli gli_src -d 501                      # next: an nnU-Net raw dataset
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,16 +28,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (case i uses seed + i)")
     parser.add_argument("--unlabelled", type=int, default=0,
                         help="the last N cases get no label file, like a validation download")
-    parser.add_argument("-j", "--num-workers", type=int, default=1, help="parallel worker processes")
+    add_num_processes(parser, 1, "parallel worker processes (default 1)")
 
 
 def run(args: argparse.Namespace) -> int:
     from nnunet_ext.dataset_conversion.demo_data import write_demo_dataset
 
     if args.num_cases < 1 or not 0 <= args.unlabelled <= args.num_cases:
-        print("error: need -n >= 1 and 0 <= --unlabelled <= -n")
-        return 2
+        raise UsageError(f"need -n >= 1 and 0 <= --unlabelled <= -n, got -n {args.num_cases} --unlabelled "
+                         f"{args.unlabelled}")
     ids = write_demo_dataset(args.out, args.task, args.num_cases, tuple(args.shape) if args.shape else None,
-                             args.seed, args.unlabelled, args.num_workers)
+                             args.seed, args.unlabelled, args.num_processes)
     print(f"wrote {len(ids)} {args.task} cases to {args.out}")
     return 0

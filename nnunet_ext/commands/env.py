@@ -10,6 +10,12 @@ from nnunet_ext.discovery import ENV_VAR, trainer_search_path
 
 NAME = "env"
 HELP = "print the line for eval \"$(nnunet-ext env)\" that lets stock nnUNetv2_* CLIs find SliceResTrainer"
+EXAMPLE = """\
+Example (once per shell, or in ~/.bashrc):
+  eval "$(nnunet-ext env)"
+  nnunet-ext env --shell fish | source                       # fish
+  nnUNetv2_train 501 2d 0 -tr SliceResTrainer -device cpu    # now finds the trainer (data: nnunet-ext plan --help)
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from nnunet_ext.commands._options import EXAMPLE_RAW, add_num_processes, example
+from nnunet_ext.errors import UsageError
 
 NAME = "evaluate"
 HELP = "score predictions against references (BraTS 2024 lesion-wise + legacy scores, CIs, volume ICC)"
+EXAMPLE = example("train", f"nnunet-ext predict -d 501 -i {EXAMPLE_RAW}/imagesTr -o pred_tr -device cpu",
+                  f"nnunet-ext evaluate --pred pred_tr --ref {EXAMPLE_RAW}/labelsTr --rules brats-gli-2024 "
+                  "-o eval_tr",
+                  "# (training cases: this shows the commands, not a held-out score)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,8 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ref", required=True, help="folder with reference label maps; every case must be predicted")
     parser.add_argument("--rules", required=True, choices=list(RULES), help="scoring rules")
     parser.add_argument("-o", "--output", required=True, help="output folder for per_case.csv and summary.json")
-    parser.add_argument("-j", "--num-workers", type=int, default=None,
-                        help="parallel processes over cases (default: nnU-Net's default_num_processes)")
+    add_num_processes(parser, None, "parallel processes over cases (default: nnU-Net's default_num_processes)")
     parser.add_argument("--labels-are", default="as-is",
                         help=f"label convention of the files: {', '.join(LABEL_CONVENTIONS)} or SRC:DST pairs "
                              "such as 4:3 or *:1 (default: as-is)")
@@ -35,13 +40,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         rows, summary = evaluate_folders(
             args.pred, args.ref, args.rules,
-            num_workers=args.num_workers or default_num_processes,
+            num_workers=args.num_processes or default_num_processes,
             labels_are=args.labels_are,
             cache_dir=None if args.no_cache else out / "cases",
         )
     except (EvaluationError, ValueError) as error:
-        print(f"nnunet-ext evaluate: error: {error}", file=sys.stderr)
-        return 2
+        raise UsageError(str(error)) from None
     per_case, summary_file = write_outputs(rows, summary, out)
     table = format_table(summary)
     (out / "summary.txt").write_text(table + "\n")

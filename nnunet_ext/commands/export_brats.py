@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from nnunet_ext.commands._options import EXAMPLE_RAW, add_num_processes, example
+from nnunet_ext.errors import UsageError
 
 NAME = "export-brats"
 HELP = "turn nnU-Net predictions into BraTS 2024 / 2021 submission files (names, labels, original geometry)"
+EXAMPLE = example("train", f"nnunet-ext predict -d 501 -i {EXAMPLE_RAW}/imagesTs -o pred_ts -device cpu",
+                  "nnunet-ext export-brats pred_ts submission --task gli --raw gli_src")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", type=Path, default=None,
                         help="nnU-Net raw dataset folder written by 'convert men-rt --resample-iso/--register-to': "
                              "predictions are resampled back to the scanner grid it recorded")
-    parser.add_argument("-j", "--num-workers", type=int, default=1, help="parallel worker processes")
+    add_num_processes(parser, 1, "parallel worker processes (default 1)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,9 +33,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         written = export_predictions(args.pred_dir, args.out_dir, args.task, args.raw, args.dataset,
-                                     args.num_workers)
+                                     args.num_processes)
     except ExportError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        raise UsageError(str(error)) from None
     print(f"wrote {len(written)} submission files to {args.out_dir}")
     return 0

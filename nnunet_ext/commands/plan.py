@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
+
+from nnunet_ext.commands._options import add_num_processes, example
+from nnunet_ext.errors import UsageError
 
 NAME = "plan"
 HELP = "check, fingerprint, plan (nnU-Net plans + SliceRes settings) and preprocess a raw nnU-Net dataset"
+EXAMPLE = example("plan", "nnunet-ext plan -d 501 --preset brats_gli --no-preprocess  # published settings, plans only")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,8 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a SliceRes setting, dotted key and JSON value, e.g. "
                              "--set loss.focal_gamma=1.5 --set axes=[0] (repeatable; applied after --preset)")
-    parser.add_argument("-np", "--num-processes", type=int,
-                        help="worker processes (default: nnU-Net's, i.e. $nnUNet_def_n_proc or 8)")
+    add_num_processes(parser, None, "worker processes (default: nnU-Net's, i.e. $nnUNet_def_n_proc or 8)")
     parser.add_argument("--no-preprocess", action="store_true", help="only check, fingerprint and plan")
     parser.add_argument("--no-check", action="store_true",
                         help="skip the per-case raw data checks (geometry, NaN/inf, label values)")
@@ -91,27 +93,21 @@ def run(args: argparse.Namespace) -> int:
                                  _num_outputs(dataset_json, raw_folder / "dataset.json"))
     except settings.SettingsError as error:
         lines = "\n  ".join(error.problems)
-        print(f"nnunet-ext plan: invalid SliceRes settings, nothing was done:\n  {lines}", file=sys.stderr)
-        return 2
+        raise UsageError(f"invalid SliceRes settings, nothing was done:\n  {lines}") from None
     except (ValueError, RuntimeError, OSError) as error:  # nnU-Net's unknown-ID error is a RuntimeError
-        print(f"nnunet-ext plan: {str(error).splitlines()[0] if isinstance(error, RuntimeError) else error}",
-              file=sys.stderr)
-        return 2
+        raise UsageError(str(error).splitlines()[0] if isinstance(error, RuntimeError) else str(error)) from None
     dataset_id = convert_dataset_name_to_id(dataset_name)
 
     args.num_processes = args.num_processes or default_num_processes
     found = case_checks.raw_dataset_cases(raw_folder)
     cases = found[0]
     if not cases:
-        print(f"nnunet-ext plan: {raw_folder}: the dataset has no training cases (imagesTr/labelsTr are empty)",
-              file=sys.stderr)
-        return 1
+        raise UsageError(f"{raw_folder}: the dataset has no training cases (imagesTr/labelsTr are empty)")
     if not args.no_check:
         problems = case_checks.check_raw_dataset(raw_folder, num_workers=args.num_processes, found=found)
         if problems:
-            print(f"{raw_folder}: fix these problems before planning:\n"
-                  f"{case_checks.format_summary(problems, len(cases))}", file=sys.stderr)
-            return 1
+            raise UsageError(f"{raw_folder}: fix these problems before planning:\n"
+                             f"{case_checks.format_summary(problems, len(cases))}")
 
     extract_fingerprint_dataset(dataset_id, num_processes=args.num_processes, check_dataset_integrity=False,
                                 clean=args.clean)

@@ -12,9 +12,16 @@ from __future__ import annotations
 
 import argparse
 
+from nnunet_ext.commands._options import EXAMPLE_RAW, add_num_processes, example
+
 NAME = "postprocess"
 HELP = ("remove small connected components from predicted segmentations (per label, or per nested region as a "
         "cascade), or choose the rules per region on the cross-validation predictions")
+EXAMPLE = example("train", f"nnunet-ext predict -d 501 -i {EXAMPLE_RAW}/imagesTr -o pred_tr -device cpu "
+                  "--postprocess none",
+                  "nnunet-ext postprocess -i pred_tr -o pred_tr_pp --mode components --min-size 32",
+                  "nnunet-ext postprocess --select -d 501 -f 0    # choose per region on fold 0's validation, record",
+                  "nnunet-ext postprocess -i pred_tr -o pred_tr_pp -d 501    # apply the recorded choice")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fractions", type=float, nargs="*",
                         help="with --select: candidate fractions of the largest component (default: 0.05 0.1 0.2 0.5 "
                              "1)")
-    parser.add_argument("-np", type=int, default=1, help="worker processes (default 1)")
+    add_num_processes(parser, 1, "worker processes (default 1)")
 
 
 def _print_selection(setting, evidence: dict) -> None:
@@ -87,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
                 model, Path(args.ref) if args.ref else None, args.f,
                 selection.MIN_SIZES if args.min_sizes is None else args.min_sizes,
                 selection.FRACTIONS if args.fractions is None else args.fractions,
-                args.connectivity or 26, args.np)
+                args.connectivity or 26, args.num_processes)
             _print_selection(setting, evidence)
             print(f"recorded in {pp.save_setting(model, setting, evidence)}")
         else:
@@ -98,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
             if args.record:
                 print(f"recorded {setting.describe()} in {pp.save_setting(model, setting)}")
         if args.i and args.o:
-            written = pp.postprocess_folder(args.i, args.o, setting, num_processes=args.np)
+            written = pp.postprocess_folder(args.i, args.o, setting, num_processes=args.num_processes)
             print(f"post-processed {len(written)} segmentations into {args.o} ({setting.describe()})")
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"nnunet-ext postprocess: {error}") from None

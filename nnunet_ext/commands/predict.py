@@ -14,10 +14,14 @@ from __future__ import annotations
 import argparse
 import os
 
+from nnunet_ext.commands._options import EXAMPLE_RAW, example
 from nnunet_ext.run_log import stdout_logged_to
 
 NAME = "predict"
 HELP = "predict with a SliceRes model: 2.5D slices along several axes x in-plane transforms, averaged"
+EXAMPLE = example("train", f"nnunet-ext predict -d 501 -i {EXAMPLE_RAW}/imagesTs -o pred_ts -device cpu  # 24 views",
+                  f"nnunet-ext predict -d 501 -i {EXAMPLE_RAW}/imagesTs -o pred_fast -device cpu --transforms fast"
+                  "  # 6 views")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

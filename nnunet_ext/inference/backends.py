@@ -13,6 +13,7 @@ A converted model holds one parameter set, so the predictor converts once per fo
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Literal
 
@@ -64,7 +65,8 @@ def openvino_network(network: torch.nn.Module, example: torch.Tensor, precision:
     """
     import openvino
 
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracing notes the network's shape checks, which the predictor's padding meets
         model = openvino.convert_model(network.eval(), example_input=example)
     model.reshape({model.inputs[0]: openvino.PartialShape([-1, example.shape[1], -1, -1])})
     compiled = openvino.Core().compile_model(model, "CPU", {

@@ -52,11 +52,11 @@ def _message(command: str, text: str) -> str:
     return f"nnunet-ext {command}: error: {text}"
 
 
-def _save_traceback() -> str:
-    """The current exception's traceback in a new file under the temporary folder; returns its path."""
+def _save_traceback(error: BaseException) -> str:
+    """``error``'s traceback in a new file under the temporary folder; returns its path."""
     handle, path = tempfile.mkstemp(prefix="nnunet-ext-traceback-", suffix=".txt")
     with os.fdopen(handle, "w") as file:
-        file.write(traceback.format_exc())
+        file.write("".join(traceback.format_exception(error)))
     return path
 
 
@@ -67,18 +67,19 @@ def run_command(command: str, run: Callable[[], int | None], debug: bool) -> int
     except SystemExit as stop:
         if stop.code is None or isinstance(stop.code, int):
             return stop.code or 0
-        status, text, unexpected = EXIT_BAD_INPUT, str(stop.code), False
-    except (UsageError, RunFailed) as error:
-        status, text, unexpected = (EXIT_BAD_INPUT if isinstance(error, UsageError) else EXIT_FAILED), str(error), False
-    except KeyboardInterrupt:
-        status, text, unexpected = EXIT_INTERRUPTED, "interrupted", False
-    except Exception as error:  # a bug or an unforeseen failure: one line too, the traceback kept in a file
-        first = (str(error).splitlines() or [""])[0]
-        status, text, unexpected = EXIT_FAILED, f"{type(error).__name__}: {first}", True
+        error, status, text, unexpected = stop, EXIT_BAD_INPUT, str(stop.code), False
+    except (UsageError, RunFailed) as caught:
+        error, text, unexpected = caught, str(caught), False
+        status = EXIT_BAD_INPUT if isinstance(caught, UsageError) else EXIT_FAILED
+    except KeyboardInterrupt as caught:
+        error, status, text, unexpected = caught, EXIT_INTERRUPTED, "interrupted", False
+    except Exception as caught:  # a bug or an unforeseen failure: one line too, the traceback kept in a file
+        first = (str(caught).splitlines() or [""])[0]
+        error, status, text, unexpected = caught, EXIT_FAILED, f"{type(caught).__name__}: {first}", True
     if debug:
-        traceback.print_exc()
+        traceback.print_exception(error)
     elif unexpected:
-        text += (f" (unexpected; traceback saved in {_save_traceback()}, or run again with nnunet-ext --debug "
+        text += (f" (unexpected; traceback saved in {_save_traceback(error)}, or run again with nnunet-ext --debug "
                  f"or {DEBUG_ENV}=1)")
     print(_message(command, text), file=sys.stderr)
     return status

@@ -12,8 +12,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from nnunet_ext.errors import RunFailed
 
-class StepFailed(RuntimeError):
+
+class StepFailed(RunFailed):
     """A pipeline command exited with an error; the message names the command and its log file."""
 
 

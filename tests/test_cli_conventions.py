@@ -18,10 +18,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from synthetic import make_raw_dataset
 
 from nnunet_ext.cli import build_parser
 from nnunet_ext.errors import DEBUG_ENV, run_command
+from tests.helpers.synthetic import make_raw_dataset
 
 NNUNET_EXT = str(Path(sys.executable).with_name("nnunet-ext"))
 
@@ -100,6 +100,24 @@ def test_help_ends_with_an_example_the_parser_accepts(command: str) -> None:
                     build_parser().parse_args(tokens[1:])
                 except SystemExit as stop:
                     pytest.fail(f"{command} --help: the example does not parse ({stop}): {line}")
+
+
+@pytest.mark.parametrize("command", [c for c in _help_commands() if c.split()[0] != "predict"])
+def test_one_spelling_for_workers_and_device_and_the_old_ones_hidden(command: str) -> None:
+    """``-np/--num-processes``, ``--device`` outside ``predict``; ``-j/--num-workers``, ``-device``: hidden aliases."""
+    parser = build_parser()
+    for name in command.split():
+        parser = _subparsers(parser)[name]
+    spellings = {a.dest: a.option_strings for a in parser._actions if a.help != argparse.SUPPRESS}
+    shown = [option for options in spellings.values() for option in options]
+    assert not {"-j", "--num-workers", "--workers", "-device"} & set(shown), shown
+    hidden = {option: action.dest for option, action in parser._option_string_actions.items()
+              if action.help == argparse.SUPPRESS}
+    if "num_processes" in spellings:
+        assert spellings["num_processes"] == ["-np", "--num-processes"]
+        assert hidden.get("-j") == hidden.get("--num-workers") == "num_processes"
+    if "device" in spellings:
+        assert spellings["device"] == ["--device"] and hidden.get("-device") == "device"
 
 
 def test_every_subcommand_has_a_bad_input_case() -> None:

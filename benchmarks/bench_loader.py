@@ -26,6 +26,7 @@ all three, at each ``--slices-per-case-load`` and each ``--augmentation`` set (c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -84,7 +85,7 @@ def prepare(name: str, args: argparse.Namespace) -> str | None:
         if not folder.exists():
             folder.symlink_to(args.realglio.resolve(), target_is_directory=True)
     else:
-        from tests.synthetic import make_raw_dataset
+        from tests.helpers.synthetic import make_raw_dataset
 
         folder = raw / f"Dataset{dataset_id}_Synthetic"
         if not (folder / "dataset.json").exists():
@@ -154,14 +155,15 @@ def bench_dataset(dataset: str, args: argparse.Namespace) -> list[dict]:
     results = [measure(stock, "stock nnU-Net 2d", args)]
     sliceres = get_trainer_from_args(dataset, "2d", "all", "SliceResTrainer", device=cpu)
     sliceres.initialize()  # get_dataloaders also sets the one-cycle schedule's iterations
-    from nnunet_ext.planning.settings import AUGMENTATIONS
+    from nnunet_ext.planning.sliceres_settings import AUGMENTATIONS
 
     settings = sliceres.sliceres
     augmentations = [list(AUGMENTATIONS) if a == "all" else a.split(",") for a in args.augmentation or []]
-    for names in augmentations or [settings["augmentation"]]:
-        for per_load in args.slices_per_case_load or [settings.get("slices_per_case_load", 1)]:
+    for names in augmentations or [list(settings.augmentation)]:
+        for per_load in args.slices_per_case_load or [settings.slices_per_case_load]:
             for axes in AXES_RUNS:
-                settings["axes"], settings["slices_per_case_load"], settings["augmentation"] = axes, per_load, names
+                sliceres.sliceres = dataclasses.replace(settings, axes=tuple(axes), slices_per_case_load=per_load,
+                                                        augmentation=tuple(names))
                 aug = "all" if set(names) == set(AUGMENTATIONS) else "+".join(names) or "none"
                 label = f"SliceRes axes {','.join(map(str, axes))} per-load {per_load} aug {aug}"
                 results.append({**measure(sliceres, label, args), "axes": axes, "slices_per_case_load": per_load,

@@ -14,11 +14,12 @@ from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 
 from nnunet_ext.discovery import environment_with_trainers
 from nnunet_ext.planning import settings
+from nnunet_ext.planning.sliceres_settings import AUGMENTATIONS, SliceResSettings
 from nnunet_ext.sampling.loader import BalancedSliceLoader
 from nnunet_ext.sampling.slice_index import build_slice_index
 from nnunet_ext.sampling.transforms import spatial_context, training_augmentation
 from nnunet_ext.slicing import neighbour_indices
-from tests.synthetic import make_raw_dataset
+from tests.helpers.synthetic import make_raw_dataset
 
 SHAPE = (5, 40, 44)  # X (sliced along), Y, Z
 K = 1  # neighbours per side: 3 slices per modality
@@ -50,9 +51,10 @@ def coordinates(tmp_path):
     return save(tmp_path, data, label_volume())
 
 
-def block(names: list[str], **overrides) -> dict:
-    return settings.build({"augmentation": names, "neighbours": K, "crop_size": [CROP, CROP], **overrides},
-                          num_modalities=3, spacing=[1, 1, 1], min_depth=SHAPE[0])
+def block(names: list[str], **overrides) -> SliceResSettings:
+    return SliceResSettings.from_dict(settings.build(
+        {"augmentation": names, "neighbours": K, "crop_size": [CROP, CROP], **overrides},
+        num_modalities=3, spacing=[1, 1, 1], min_depth=SHAPE[0]))
 
 
 def loader(dataset, tmp_path, names: list[str], seed: int = 5) -> BalancedSliceLoader:
@@ -146,7 +148,7 @@ def test_blur_and_lowres_stay_in_plane():
 
 
 def test_full_pipeline_is_reproducible_and_keeps_regions(coordinates, tmp_path):
-    names = list(settings.AUGMENTATIONS)
+    names = list(AUGMENTATIONS)
     regions = [[1, 2], [2]]
     augmentation = training_augmentation(block(names), regions, None)
     index = build_slice_index(coordinates, [0, 1, 2], None, tmp_path / "index.pkl")
@@ -221,11 +223,11 @@ def test_plan_rejects_unknown_names_and_sliceres_trains_with_every_augmentation(
     assert "Traceback" not in rejected.stderr
     assert not (tmp_path / "nnUNet_preprocessed" / "Dataset523_Aug").exists()
 
-    every = json.dumps(list(settings.AUGMENTATIONS))
+    every = json.dumps(list(AUGMENTATIONS))
     small = ["--set", "crop_size=[16,16]", "--set", "batch_size=4", "--set", "epoch.mode=iterations",
              "--set", "network.kwargs.widths=[4,8,16,32]", "--set", "network.kwargs.blocks_down=[1,1,1,1]"]
     planned = run(*plan, "--set", f"augmentation={every}", *small)
     assert planned.returncode == 0, planned.stderr[-3000:]
     trained = run("nnUNetv2_train", "523", "2d", "0", "-tr", "SliceResTrainer", "-device", "cpu")
     assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
-    assert f"augmentation {', '.join(settings.AUGMENTATIONS)}" in trained.stdout
+    assert f"augmentation {', '.join(AUGMENTATIONS)}" in trained.stdout

@@ -16,7 +16,8 @@ from nnunetv2.utilities.label_handling.label_handling import LabelManager
 from nnunet_ext.loss import class_weights
 from nnunet_ext.loss.focal_dice import FocalDiceLoss
 from nnunet_ext.planning import settings
-from tests.synthetic import make_raw_dataset
+from nnunet_ext.planning.sliceres_settings import SliceResSettings
+from tests.helpers.synthetic import make_raw_dataset
 
 EPS = 1e-5
 
@@ -142,10 +143,11 @@ def test_dataset_alpha_without_weights_or_with_bad_weights_fails_clearly():
 def test_focal_alpha_setting_accepts_the_old_name_as_the_per_batch_alias():
     block = settings.build({"loss": {"focal_alpha": "inverse_frequency"}}, num_modalities=1, spacing=[1, 1, 1],
                            min_depth=20)
-    assert settings.focal_alpha(block["loss"]) == "batch_frequency"
+    assert SliceResSettings.from_dict(block).loss.resolved_focal_alpha == "batch_frequency"
+    assert block["loss"]["focal_alpha"] == "inverse_frequency"  # the plans keep the name as written
     for value in ("dataset_frequency", "batch_frequency", None):
-        assert settings.focal_alpha(settings.build({"loss": {"focal_alpha": value}}, 1, [1, 1, 1], 20)["loss"]) \
-            == value
+        block = settings.build({"loss": {"focal_alpha": value}}, 1, [1, 1, 1], 20)
+        assert SliceResSettings.from_dict(block).loss.resolved_focal_alpha == value
     with pytest.raises(ValueError, match="sliceres.loss.focal_alpha = .median.: must be 'dataset_frequency'"):
         settings.build({"loss": {"focal_alpha": "median"}}, 1, [1, 1, 1], 20)
     with pytest.raises(ValueError, match="sliceres.loss.include_background = .yes.: must be true or false"):

@@ -12,8 +12,9 @@ import SimpleITK as sitk
 import torch
 
 from nnunet_ext.planning import settings
+from nnunet_ext.planning.sliceres_settings import DEFAULTS, SettingsError, SliceResSettings, check_known_keys
 from nnunet_ext.training.materialise import sliceres_plans
-from tests.synthetic import make_raw_dataset
+from tests.helpers.synthetic import make_raw_dataset
 
 
 def plan_cli(*args: str) -> subprocess.CompletedProcess:
@@ -27,7 +28,7 @@ def test_parse_set_builds_nested_json_overrides():
     with pytest.raises(ValueError, match="KEY=VALUE"):
         settings.parse_set(["neighbours"])
     with pytest.raises(ValueError, match="unknown SliceRes setting 'loss.gama'"):
-        settings.check_known_keys(settings.parse_set(["loss.gama=1"]))
+        check_known_keys(settings.parse_set(["loss.gama=1"]))
 
 
 @pytest.mark.parametrize("spacing, axes", [([1.0, 1.0, 1.0], [0, 1, 2]), ([2.5, 1.0, 1.0], [0, 1, 2]),
@@ -52,6 +53,50 @@ def test_derived_neighbours_and_window_depth():
 def test_invalid_settings_name_the_key(override, key):
     with pytest.raises(ValueError, match=f"sliceres.{key}"):
         settings.build(override, 4, [1, 1, 1], 100)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"loss": {"focal_alpha": "inverse_frequency", "focal_gamma": 2},
+                                        "foreground_fraction": 1, "seed": 3, "augmentation": []},
+                                       settings.load_preset("paper")])
+def test_typed_settings_round_trip_the_plans_block_exactly(overrides):
+    block = settings.build(overrides, 4, [1, 1, 1], 140)
+    typed = SliceResSettings.from_dict(block)
+    assert typed.to_dict() == block and json.dumps(typed.to_dict()) == json.dumps(block)  # same keys, order, values
+    assert SliceResSettings.from_dict(typed.to_dict()) == typed
+    assert typed.loss.focal_gamma == block["loss"]["focal_gamma"] and typed.crop_size == (96, 96)
+    assert typed.schedule.warmup_start_lr == block["schedule"]["initial_lr"] == 4e-5  # the plans key stays
+    assert SliceResSettings().to_dict() == DEFAULTS and SliceResSettings.from_dict({}, resolved=False) == \
+        SliceResSettings()
+    with pytest.raises(AttributeError):
+        typed.batch_size = 1  # frozen: changed copies come from dataclasses.replace
+    with pytest.raises(TypeError):
+        typed.network.kwargs["widths"] = [8]
+
+
+@pytest.mark.parametrize("override, line", [
+    ({"neighbours": 1.5}, "sliceres.neighbours = 1.5: must be an integer >= 0 (slices per side)"),
+    ({"epoch": {"val_iterations_per_epoch": 0}},
+     "sliceres.epoch.val_iterations_per_epoch = 0: must be an integer >= 1"),
+    ({"network": {"class_name": "SliceResNet"}}, 'sliceres.network.class_name = "SliceResNet": must be an importable '
+                                                 "class path such as 'nnunet_ext.network.sliceres_net.SliceResNet'"),
+    ({"loss": {"focal_gamma": -1}}, "sliceres.loss.focal_gamma = -1: must be a number >= 0"),
+    ({"optimizer": {"weight_decay": None}}, "sliceres.optimizer.weight_decay = null: must be a number >= 0"),
+    ({"schedule": {"initial_lr": 0}}, "sliceres.schedule.initial_lr = 0: must be a number > 0"),
+    ({"seed": "x"}, 'sliceres.seed = "x": must be an integer or null')])
+def test_typed_settings_name_key_value_and_what_is_allowed(override, line):
+    block = settings.build({}, 4, [1, 1, 1], 140)
+    with pytest.raises(SettingsError) as error:
+        SliceResSettings.from_dict(settings.deep_merge(block, override))
+    assert error.value.problems == [line]
+
+
+def test_typed_settings_report_every_problem_in_the_order_of_the_plans():
+    with pytest.raises(SettingsError) as error:
+        SliceResSettings.from_dict({"batch_size": 0, "loss": {"dice_eps": 0}, "seed": 1.5}, resolved=False)
+    assert [p.split(" = ")[0] for p in error.value.problems] == ["sliceres.batch_size", "sliceres.loss.dice_eps",
+                                                                 "sliceres.seed"]
+    with pytest.raises(SettingsError, match="sliceres.neighbours = null: must be an integer"):
+        SliceResSettings.from_dict({})  # a trainer's settings have the derived keys set
 
 
 @pytest.mark.parametrize("preset, modalities, channels", [("brats_gli", 4, 20), ("men_rt", 1, 7)])

@@ -9,6 +9,7 @@ from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 
 from nnunet_ext import dihedral
 from nnunet_ext.planning import settings
+from nnunet_ext.planning.sliceres_settings import SliceResSettings
 from nnunet_ext.sampling.loader import BalancedSliceLoader, crop_window, group_into_runs
 from nnunet_ext.sampling.slice_index import build_slice_index
 from nnunet_ext.sampling.transforms import DihedralTransform, training_augmentation
@@ -258,7 +259,7 @@ def test_resume_starts_the_stream_at_the_checkpoint_epoch(dataset, tmp_path):
 def d4_transforms(neighbours: int):
     """The default augmentation (D4, p = 0.75) with nnU-Net's label handling, for ``neighbours`` per side."""
     block = settings.build({"neighbours": neighbours, "crop_size": [8, 8]}, 2, [1, 1, 1], 100)
-    return training_augmentation(block, regions=None, ignore_label=None).transforms
+    return training_augmentation(SliceResSettings.from_dict(block), regions=None, ignore_label=None).transforms
 
 
 @pytest.mark.parametrize("t", range(8))

@@ -37,7 +37,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nnunet_ext.planning.settings import FOCAL_ALPHAS
+from nnunet_ext.planning.sliceres_settings import FOCAL_ALPHAS
 
 
 class FocalDiceLoss(nn.Module):

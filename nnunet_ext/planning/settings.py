@@ -2,7 +2,9 @@
 
 The block lives at ``plans["configurations"]["2d"]["sliceres"]``. Stock nnU-Net ignores unknown keys, so
 the same plans keep serving ``nnUNetv2_train D 2d 0`` and ``... 3d_fullres 0``. ``SliceResTrainer`` reads the
-block and materialises it into its own copy of the plans (see :mod:`nnunet_ext.training.materialise`).
+block and materialises it into its own copy of the plans (see :mod:`nnunet_ext.training.materialise`). Code
+reads the block typed and checked, as :class:`~nnunet_ext.planning.sliceres_settings.SliceResSettings`; the
+functions here work on its JSON (presets, ``--set`` overrides, the planner's derived keys).
 
 Keys left ``None`` here are derived from the dataset at planning time (:func:`resolve`):
 
@@ -26,65 +28,26 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from nnunet_ext.planning.sliceres_settings import (
+    DEFAULTS,
+    NETWORK_CLASS,
+    SettingsError,
+    SliceResSettings,
+    as_written,
+    deep_merge,
+    is_int,
+)
+
 SLICERES_KEY = "sliceres"
 SLICERES_CONFIGURATION = "2d"
-NETWORK_CLASS = "nnunet_ext.network.sliceres_net.SliceResNet"
 PRESET_PACKAGE = "nnunet_ext.presets"  # shipped as package data, so presets work from a wheel too
-EPOCH_MODES = ("all_slices", "iterations")
-#: names of the training augmentations (nnunet_ext.sampling.transforms): "d4" is the study's flips/rot90, the
-#: others select transforms of nnU-Net's own 2d training pipeline (nnUNetTrainer.get_training_transforms)
-AUGMENTATIONS = ("d4", "spatial", "noise", "blur", "brightness", "contrast", "lowres", "gamma")
-#: loss.focal_alpha values (nnunet_ext.loss.focal_dice); "inverse_frequency", the name before both readings
-#: existed, keeps meaning what it computed then (per batch), so existing plans train and resume unchanged
-FOCAL_ALPHAS = ("dataset_frequency", "batch_frequency", None)
-FOCAL_ALPHA_ALIASES = {"inverse_frequency": "batch_frequency"}
 ANISOTROPY_THRESHOLD = 3.0  # nnunetv2.configuration.ANISO_THRESHOLD, repeated to keep this module import-light
 DEFAULT_WINDOW_DEPTH = 32
-
-DEFAULTS: dict[str, Any] = {
-    "neighbours": None,
-    "crop_size": [96, 96],
-    "batch_size": 32,
-    "axes": None,
-    "inference_window_depth": None,
-    "foreground_fraction": 0.5,
-    "augmentation_probability": 0.75,
-    "augmentation": ["d4"],
-    "slices_per_case_load": 8,
-    "num_epochs": 100,
-    "epoch": {"mode": "all_slices", "iterations_per_epoch": 250, "val_iterations_per_epoch": 50},
-    "network": {
-        "class_name": NETWORK_CLASS,
-        # slices_per_forward (prediction batch): 24 views of a 4x155x240x240 case on an H100 took 10.2 s at 32,
-        # 4.0 s at 128 and 3.5 s at 512, peak 1.0 / 1.3 / 1.8 GiB (benchmarks/results/2026-11-22_h100)
-        "kwargs": {"widths": [32, 64, 128, 256], "blocks_down": [1, 2, 2, 4], "blocks_up": [1, 1, 1],
-                   "slices_per_forward": 128},
-    },
-    # focal_alpha null: the best measured (README, Training); the study's reading is "dataset_frequency" (presets)
-    "loss": {"focal_gamma": 2.0, "focal_alpha": None, "include_background": False, "dice_eps": 1e-5,
-             "focal_weight": 1.0, "dice_weight": 1.0},
-    "optimizer": {"name": "Adam", "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0},
-    "schedule": {"name": "one_cycle", "initial_lr": 4e-5, "max_lr": 1e-3, "final_lr": 1e-8,
-                 "warmup_fraction": 0.1},
-    "seed": None,
-}
-
-
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` updated by ``override``, recursing into nested dicts (override wins)."""
-    merged = copy.deepcopy(dict(base))
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
 
 
 def parse_set(items: Iterable[str]) -> dict[str, Any]:
@@ -134,16 +97,6 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
     return preset
 
 
-def check_known_keys(settings: Mapping[str, Any], reference: Mapping[str, Any] = DEFAULTS, prefix: str = "") -> None:
-    """Reject misspelled keys early (a typo in ``--set`` would otherwise be silently ignored)."""
-    for key, value in settings.items():
-        name = f"{prefix}{key}"
-        if key not in reference:
-            raise ValueError(f"unknown SliceRes setting {name!r}; known: {sorted(reference)}")
-        if isinstance(reference[key], Mapping) and isinstance(value, Mapping) and key != "network":
-            check_known_keys(value, reference[key], f"{name}.")
-
-
 def auto_axes(spacing: list[float], threshold: float = ANISOTROPY_THRESHOLD) -> list[int]:
     """Axes whose slices are near-isotropic in-plane (spacing ratio <= threshold); axis 0 always."""
     axes = [0]
@@ -169,139 +122,7 @@ def resolve(settings: Mapping[str, Any], num_modalities: int, spacing: list[floa
     if resolved.get("inference_window_depth") is None:
         resolved["inference_window_depth"] = max(2 * resolved["neighbours"] + 1,
                                                  min(DEFAULT_WINDOW_DEPTH, int(min_depth)))
-    validate(resolved)
-    return resolved
-
-
-class SettingsError(ValueError):
-    """Invalid SliceRes settings; the message has one line per problem: key, value, what is allowed."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = list(problems)
-        super().__init__("\n".join(self.problems))
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not a batch size
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _show(value: Any) -> str:
-    """A value as the user wrote it (JSON: true, null, "text")."""
-    try:
-        return json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
-
-
-def validate(settings: Mapping[str, Any], resolved: bool = True) -> None:
-    """Check the type and range of every key; raise :class:`SettingsError` listing all problems at once.
-
-    ``resolved=False`` is the check of preset/``--set`` values before any planning work: the keys derived
-    from the dataset (``neighbours``, ``axes``, ``inference_window_depth``) may still be ``null`` then.
-    """
-    check_known_keys(settings)
-    problems: list[str] = []
-
-    def fail(key: str, why: str) -> None:
-        problems.append(f"sliceres.{key} = {_show(_get(settings, key))}: {why}")
-
-    for group, default in DEFAULTS.items():
-        if isinstance(default, Mapping) and not isinstance(settings[group], Mapping):
-            fail(group, f"must be a JSON object with the keys {sorted(default)}")
-    if problems:
-        raise SettingsError(problems)  # the checks below look inside the groups
-
-    def derived(key: str) -> bool:
-        return not resolved and settings[key] is None
-
-    def integer(key: str, minimum: int, note: str = "") -> None:
-        value = _get(settings, key)
-        if not (_is_int(value) and value >= minimum):
-            fail(key, f"must be an integer >= {minimum}{note}")
-
-    def number(key: str, low: float, high: float | None = None, low_open: bool = False,
-               high_open: bool = False) -> bool:
-        value = _get(settings, key)
-        ok = _is_number(value) and (value > low if low_open else value >= low) and (
-            high is None or (value < high if high_open else value <= high))
-        if not ok:
-            interval = (f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}" if high is not None
-                        else f"{'>' if low_open else '>='} {low:g}")
-            fail(key, f"must be a number {'in ' if high is not None else ''}{interval}")
-        return ok
-
-    k = settings["neighbours"]
-    if not derived("neighbours"):
-        integer("neighbours", 0, " (slices per side)")
-    crop = settings["crop_size"]
-    if not (isinstance(crop, list) and len(crop) == 2 and all(_is_int(c) and c > 0 and c % 8 == 0 for c in crop)):
-        fail("crop_size", "must be two positive integers divisible by 8, e.g. [96, 96] (the network downsamples "
-                          "3 times)")
-    elif crop[0] != crop[1]:
-        fail("crop_size", "must be square: the 90-degree rotations of the augmentation need a square crop")
-    integer("batch_size", 1)
-    axes = settings["axes"]
-    if not derived("axes") and not (isinstance(axes, list) and axes and all(_is_int(a) for a in axes)
-                                    and len(set(axes)) == len(axes) and set(axes) <= {0, 1, 2}):
-        fail("axes", "must be a non-empty list of distinct axes from 0, 1, 2")
-    if not derived("inference_window_depth"):
-        known_k = _is_int(k) and k >= 0
-        integer("inference_window_depth", 2 * k + 1 if known_k else 1, " (2 * neighbours + 1)" if known_k else "")
-    if number("foreground_fraction", 0, 1) and settings["epoch"]["mode"] == "all_slices" \
-            and settings["foreground_fraction"] == 0:
-        fail("foreground_fraction", "must be > 0 for 'all_slices' epochs (defined by the foreground slices)")
-    number("augmentation_probability", 0, 1)
-    names = settings["augmentation"]
-    if not (isinstance(names, list) and all(isinstance(n, str) for n in names) and len(set(names)) == len(names)):
-        fail("augmentation", f"must be a list of distinct names from {', '.join(AUGMENTATIONS)}")
-    elif unknown := [n for n in names if n not in AUGMENTATIONS]:
-        fail("augmentation", f"unknown {', '.join(map(repr, unknown))}; known: {', '.join(AUGMENTATIONS)}")
-    integer("slices_per_case_load", 1, " (1 = no grouping of slices by case)")
-    integer("num_epochs", 1)
-    if settings["epoch"]["mode"] not in EPOCH_MODES:
-        fail("epoch.mode", f"must be one of {', '.join(EPOCH_MODES)}")
-    for key in ("iterations_per_epoch", "val_iterations_per_epoch"):
-        integer(f"epoch.{key}", 1)
-    if settings["loss"]["focal_alpha"] not in (*FOCAL_ALPHAS, *FOCAL_ALPHA_ALIASES):
-        fail("loss.focal_alpha", "must be 'dataset_frequency' (one weight per class from the training fold), "
-                                 "'batch_frequency' (recomputed per batch; alias 'inverse_frequency') or null")
-    if not isinstance(settings["loss"]["include_background"], bool):
-        fail("loss.include_background", "must be true or false")
-    number("loss.focal_gamma", 0)
-    number("loss.dice_eps", 0, low_open=True)
-    weights_ok = [number("loss.focal_weight", 0), number("loss.dice_weight", 0)]
-    if all(weights_ok) and settings["loss"]["focal_weight"] + settings["loss"]["dice_weight"] == 0:
-        fail("loss.dice_weight", "focal_weight and dice_weight must not both be 0")
-    network = settings["network"]
-    for key in sorted(set(network) - set(DEFAULTS["network"])):
-        fail(f"network.{key}", f"unknown key; the network block has {sorted(DEFAULTS['network'])}")
-    name = network.get("class_name")
-    if not (isinstance(name, str) and "." in name.strip(".")):
-        fail("network.class_name", f"must be an importable class path such as {NETWORK_CLASS!r}")
-    if not isinstance(network.get("kwargs"), Mapping):
-        fail("network.kwargs", "must be a JSON object of the network's constructor arguments")
-    if settings["optimizer"]["name"] != "Adam":
-        fail("optimizer.name", "only 'Adam' (the published optimiser) is implemented")
-    betas = settings["optimizer"]["betas"]
-    if not (isinstance(betas, list) and len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas)):
-        fail("optimizer.betas", "must be two numbers in [0, 1), e.g. [0.9, 0.999]")
-    number("optimizer.eps", 0, low_open=True)
-    number("optimizer.weight_decay", 0)
-    if settings["schedule"]["name"] != "one_cycle":
-        fail("schedule.name", "only 'one_cycle' (the published schedule) is implemented")
-    rates = [number(f"schedule.{key}", 0, low_open=key != "final_lr") for key in ("initial_lr", "max_lr", "final_lr")]
-    schedule = settings["schedule"]
-    if all(rates) and not schedule["initial_lr"] <= schedule["max_lr"] >= schedule["final_lr"]:
-        fail("schedule.max_lr", "must be >= initial_lr and >= final_lr (the peak of the one-cycle schedule)")
-    number("schedule.warmup_fraction", 0, 1, high_open=True)
-    if settings["seed"] is not None and not _is_int(settings["seed"]):
-        fail("seed", "must be an integer or null")
-    if problems:
-        raise SettingsError(problems)
+    return SliceResSettings.from_dict(resolved).to_dict()
 
 
 def check_overrides(overrides: Mapping[str, Any], num_modalities: int, num_outputs: int) -> dict[str, Any]:
@@ -310,10 +131,9 @@ def check_overrides(overrides: Mapping[str, Any], num_modalities: int, num_outpu
     Raises :class:`SettingsError` with every problem: types and ranges (derived keys may still be null) and
     whether the network imports, builds and runs for this dataset's modalities and outputs.
     """
-    check_known_keys(overrides)
     merged = deep_merge(DEFAULTS, overrides)
     try:
-        validate(merged, resolved=False)
+        SliceResSettings.from_dict(merged, resolved=False)
         problems = []
     except SettingsError as error:
         problems = error.problems
@@ -331,17 +151,18 @@ def network_problems(settings: Mapping[str, Any], num_modalities: int, num_outpu
 
     Catches at planning time what would otherwise fail only when training starts. No forward pass (seconds on
     a busy CPU); a network that declares its ``downsampling`` factor gets the crop size checked against it.
-    Invalid ``neighbours`` or ``crop_size`` (reported by :func:`validate`) are replaced by their defaults here.
+    Invalid ``neighbours`` or ``crop_size`` (reported by ``SliceResSettings.from_dict``) are replaced by their
+    defaults here.
     """
     import pydoc
 
     name, kwargs = settings["network"]["class_name"], dict(settings["network"]["kwargs"])
     neighbours = settings["neighbours"]
-    if not (_is_int(neighbours) and neighbours >= 0):
+    if not (is_int(neighbours) and neighbours >= 0):
         neighbours = 3 if num_modalities == 1 else 2
     crop = settings["crop_size"]
-    crop = crop[0] if isinstance(crop, list) and crop and _is_int(crop[0]) and crop[0] > 0 else DEFAULTS["crop_size"][0]
-    where = f"sliceres.network.class_name = {_show(name)}"
+    crop = crop[0] if isinstance(crop, list) and crop and is_int(crop[0]) and crop[0] > 0 else DEFAULTS["crop_size"][0]
+    where = f"sliceres.network.class_name = {as_written(name)}"
     try:
         network_class = pydoc.locate(name)
     except pydoc.ErrorDuringImport as error:
@@ -352,39 +173,24 @@ def network_problems(settings: Mapping[str, Any], num_modalities: int, num_outpu
         network = network_class(input_channels=num_modalities, num_classes=num_outputs, neighbours=neighbours,
                                 deep_supervision=False, **kwargs)
     except (TypeError, ValueError, RuntimeError) as error:
-        return [f"sliceres.network = {_show(dict(settings['network']))}: cannot be built for {num_modalities} "
+        return [f"sliceres.network = {as_written(dict(settings['network']))}: cannot be built for {num_modalities} "
                 f"modalities x {2 * neighbours + 1} slices -> {num_outputs} outputs "
                 f"({type(error).__name__}: {str(error).strip()[-300:]})"]
     factor = getattr(network, "downsampling", 1)
-    if _is_int(factor) and crop % factor:
-        return [f"sliceres.crop_size = {_show(settings['crop_size'])}: must be divisible by {factor}, the "
+    if is_int(factor) and crop % factor:
+        return [f"sliceres.crop_size = {as_written(settings['crop_size'])}: must be divisible by {factor}, the "
                 f"downsampling of this network"]
     return []
 
 
-def focal_alpha(loss: Mapping[str, Any]) -> str | None:
-    """The ``focal_alpha`` of a validated ``loss`` block, aliases resolved (see :data:`FOCAL_ALPHA_ALIASES`)."""
-    return FOCAL_ALPHA_ALIASES.get(loss["focal_alpha"], loss["focal_alpha"])
-
-
-def _get(settings: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = settings
-    for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, Mapping) else None
-    return node
-
-
 def build(overrides: Mapping[str, Any], num_modalities: int, spacing: list[float], min_depth: int) -> dict[str, Any]:
     """Defaults, then preset/``--set`` overrides, then derived keys: the block the planner writes."""
-    check_known_keys(overrides)
     return resolve(deep_merge(DEFAULTS, overrides), num_modalities, spacing, min_depth)
 
 
-def from_configuration(configuration: Mapping[str, Any], where: str = "plans") -> dict[str, Any]:
-    """The validated block of a plans configuration, with a hint when it is missing."""
+def from_configuration(configuration: Mapping[str, Any], where: str = "plans") -> SliceResSettings:
+    """The checked settings of a plans configuration, with a hint when its block is missing."""
     if SLICERES_KEY not in configuration:
         raise KeyError(f"{where} has no '{SLICERES_KEY}' block in this configuration: plan the dataset with "
                        f"`nnunet-ext plan -d DATASET` and train configuration '{SLICERES_CONFIGURATION}'")
-    settings = deep_merge(DEFAULTS, configuration[SLICERES_KEY])
-    validate(settings)
-    return settings
+    return SliceResSettings.from_dict(configuration[SLICERES_KEY])

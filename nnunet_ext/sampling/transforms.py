@@ -3,7 +3,7 @@ applied to the whole stack of neighbour slices consistently.
 
 A training example is an image of C modalities x S = 2k+1 neighbour slices, stacked as (C*S, H, W) (modality
 major, see :func:`nnunet_ext.slicing.stack_slice`), and the centre slice's label (1, H, W). The sliceres
-setting ``augmentation`` names what runs (:data:`nnunet_ext.planning.settings.AUGMENTATIONS`):
+setting ``augmentation`` names what runs (:data:`nnunet_ext.planning.sliceres_settings.AUGMENTATIONS`):
 
 - ``d4``: a random non-identity element of the dihedral group D4 (mirrorings and 90-degree rotations of the
   square crop) with ``augmentation_probability``: the study's augmentation, and the default;
@@ -39,9 +39,8 @@ convolution) is switched off so that a seed gives the same numbers every time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -62,6 +61,7 @@ from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_p
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_ext import dihedral
+from nnunet_ext.planning.sliceres_settings import SliceResSettings
 
 #: nnU-Net's transform classes under their augmentation names (the Convert3DTo2D/2DTo3D pair belongs to spatial)
 NNUNET_NAMES: dict[type, str] = {
@@ -167,15 +167,15 @@ def spatial_context(crop_size: Sequence[int]) -> int:
     return int(-(-max(int(i) - int(c) for i, c in zip(initial, crop_size)) // 2))
 
 
-def training_augmentation(settings: Mapping[str, Any], regions: Sequence | None, ignore_label: int | None,
+def training_augmentation(settings: SliceResSettings, regions: Sequence | None, ignore_label: int | None,
                           get_training_transforms: Callable[..., BasicTransform] =
                           nnUNetTrainer.get_training_transforms) -> Augmentation:
-    """The transforms named by ``settings["augmentation"]`` (a resolved sliceres block), for the trainer's
-    label handling (``regions``, ``ignore_label``), built by ``get_training_transforms`` (nnU-Net's, or a
-    trainer's override of it)."""
-    names = set(settings["augmentation"])
-    slices = 2 * settings["neighbours"] + 1
-    crop = tuple(settings["crop_size"])
+    """The transforms named by ``settings.augmentation`` (resolved settings), for the trainer's label handling
+    (``regions``, ``ignore_label``), built by ``get_training_transforms`` (nnU-Net's, or a trainer's override
+    of it)."""
+    names = set(settings.augmentation)
+    slices = settings.slices_per_modality
+    crop = tuple(settings.crop_size)
     nnunet = get_training_transforms(patch_size=(slices, *crop), rotation_for_DA=ROTATION,
                                      deep_supervision_scales=None, mirror_axes=None, do_dummy_2d_data_aug=True,
                                      use_mask_for_norm=None, is_cascaded=False, foreground_labels=None,
@@ -189,7 +189,7 @@ def training_augmentation(settings: Mapping[str, Any], regions: Sequence | None,
         elif name in names:
             augment.append(_in_plane_blur(transform) if name == "blur" else transform)
     if "d4" in names:
-        augment.append(RandomTransform(DihedralTransform(), apply_probability=settings["augmentation_probability"]))
+        augment.append(RandomTransform(DihedralTransform(), apply_probability=settings.augmentation_probability))
     context = spatial_context(crop) if "spatial" in names else 0
     return Augmentation(StackAs3D(ComposeTransforms([*augment, *labels]), slices), context)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from nnunet_ext.planning import settings as sliceres_settings
+from nnunet_ext.planning.settings import SLICERES_KEY, from_configuration
 
 
 def sliceres_plans(plans: dict[str, Any], configuration: str) -> dict[str, Any]:
@@ -26,13 +26,14 @@ def sliceres_plans(plans: dict[str, Any], configuration: str) -> dict[str, Any]:
         raise KeyError(f"configuration {configuration!r} is not in the plans "
                        f"(available: {sorted(plans.get('configurations', {}))})")
     conf = plans["configurations"][configuration]
-    block = sliceres_settings.from_configuration(conf, f"plans configuration {configuration!r}")
-    conf[sliceres_settings.SLICERES_KEY] = block
-    conf["batch_size"] = block["batch_size"]
-    conf["patch_size"] = [block["inference_window_depth"], *block["crop_size"]]
+    settings = from_configuration(conf, f"plans configuration {configuration!r}")
+    block = settings.to_dict()
+    conf[SLICERES_KEY] = block
+    conf["batch_size"] = settings.batch_size
+    conf["patch_size"] = [settings.inference_window_depth, *block["crop_size"]]
     conf["architecture"] = {
-        "network_class_name": block["network"]["class_name"],
-        "arch_kwargs": {"neighbours": block["neighbours"], **block["network"]["kwargs"]},
+        "network_class_name": settings.network.class_name,
+        "arch_kwargs": {"neighbours": settings.neighbours, **block["network"]["kwargs"]},
         "_kw_requires_import": [],
     }
     return plans

@@ -29,7 +29,8 @@ from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 
 from nnunet_ext.loss import class_weights
 from nnunet_ext.loss.focal_dice import FocalDiceLoss
-from nnunet_ext.planning.settings import SLICERES_KEY, focal_alpha
+from nnunet_ext.planning.settings import from_configuration
+from nnunet_ext.planning.sliceres_settings import SliceResSettings
 from nnunet_ext.sampling.loader import BalancedSliceLoader
 from nnunet_ext.sampling.slice_index import SliceIndex, build_slice_index
 from nnunet_ext.sampling.transforms import training_augmentation
@@ -48,19 +49,21 @@ class SliceResTrainer(BudgetMixin, nnUNetTrainer):
         super().__init__(sliceres_plans(plans, configuration), configuration, fold, dataset_json, device)
         if self.is_cascaded:
             raise ValueError("SliceResTrainer does not support cascaded configurations")
-        self.sliceres = self.configuration_manager.configuration[SLICERES_KEY]
+        self.sliceres: SliceResSettings = from_configuration(self.configuration_manager.configuration)
         s = self.sliceres
         self.enable_deep_supervision = False
-        self.num_epochs = s["num_epochs"]
-        self.num_iterations_per_epoch = s["epoch"]["iterations_per_epoch"]  # all_slices: set in get_dataloaders
-        self.num_val_iterations_per_epoch = s["epoch"]["val_iterations_per_epoch"]
-        self.initial_lr = s["schedule"]["max_lr"]
-        self.weight_decay = s["optimizer"]["weight_decay"]
-        self.oversample_foreground_percent = s["foreground_fraction"]  # for nnU-Net's logs; the loader balances
+        self.num_epochs = s.num_epochs
+        self.num_iterations_per_epoch = s.epoch.iterations_per_epoch  # all_slices: set in get_dataloaders
+        self.num_val_iterations_per_epoch = s.epoch.val_iterations_per_epoch
+        # nnU-Net's initial_lr is the rate its poly schedule starts and decays from, i.e. the peak: max_lr here
+        # (what nnU-Net logs); the one-cycle warm-up starts lower, at schedule.warmup_start_lr
+        self.initial_lr = s.schedule.max_lr
+        self.weight_decay = s.optimizer.weight_decay
+        self.oversample_foreground_percent = s.foreground_fraction  # for nnU-Net's logs; the loader balances
         self.inference_allowed_mirroring_axes = (1, 2)  # in-plane flips of the (depth, H, W) window
         self.apply_budget()
-        if s["seed"] is not None:
-            torch.manual_seed(s["seed"])  # network initialisation
+        if s.seed is not None:
+            torch.manual_seed(s.seed)  # network initialisation
         self._iteration = 0
         self._resumed = False
 
@@ -69,11 +72,11 @@ class SliceResTrainer(BudgetMixin, nnUNetTrainer):
 
     def _build_loss(self) -> FocalDiceLoss:
         """The loss; dataset-level class weights are added in :meth:`on_train_start` (they need the data)."""
-        loss = self.sliceres["loss"]
-        return FocalDiceLoss(use_sigmoid=self.label_manager.has_regions, gamma=loss["focal_gamma"],
-                             dice_eps=loss["dice_eps"], focal_alpha=focal_alpha(loss),
-                             include_background=loss["include_background"],
-                             focal_weight=loss["focal_weight"], dice_weight=loss["dice_weight"],
+        loss = self.sliceres.loss
+        return FocalDiceLoss(use_sigmoid=self.label_manager.has_regions, gamma=loss.focal_gamma,
+                             dice_eps=loss.dice_eps, focal_alpha=loss.resolved_focal_alpha,
+                             include_background=loss.include_background,
+                             focal_weight=loss.focal_weight, dice_weight=loss.dice_weight,
                              ignore_label=self.label_manager.ignore_label)
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
@@ -98,7 +101,7 @@ class SliceResTrainer(BudgetMixin, nnUNetTrainer):
             self.print_to_log_file(f"Resumed {weights.describe()} (from {path})")
             return weights
         dataset_tr, _ = self.get_tr_and_val_datasets()
-        weights = class_weights.compute(dataset_tr, spec, self.sliceres["axes"], self.sliceres["foreground_fraction"],
+        weights = class_weights.compute(dataset_tr, spec, self.sliceres.axes, self.sliceres.foreground_fraction,
                                         where=f"fold {self.fold}")
         if self.local_rank == 0:
             weights.write(path)
@@ -106,11 +109,12 @@ class SliceResTrainer(BudgetMixin, nnUNetTrainer):
         return weights
 
     def configure_optimizers(self) -> tuple[torch.optim.Optimizer, OneCycleSchedule]:
-        opt, sched = self.sliceres["optimizer"], self.sliceres["schedule"]
-        optimizer = torch.optim.Adam(self.network.parameters(), lr=sched["initial_lr"], betas=tuple(opt["betas"]),
-                                     eps=opt["eps"], weight_decay=opt["weight_decay"])
-        schedule = OneCycleSchedule(optimizer, self.num_epochs, self.num_iterations_per_epoch, sched["initial_lr"],
-                                    sched["max_lr"], sched["final_lr"], sched["warmup_fraction"])
+        opt, sched = self.sliceres.optimizer, self.sliceres.schedule
+        optimizer = torch.optim.Adam(self.network.parameters(), lr=sched.warmup_start_lr, betas=opt.betas,
+                                     eps=opt.eps, weight_decay=opt.weight_decay)
+        schedule = OneCycleSchedule(optimizer, self.num_epochs, self.num_iterations_per_epoch,
+                                    initial_lr=sched.warmup_start_lr, max_lr=sched.max_lr, final_lr=sched.final_lr,
+                                    warmup_fraction=sched.warmup_fraction)
         return optimizer, schedule
 
     def on_planned_epochs_changed(self) -> None:
@@ -128,14 +132,14 @@ class SliceResTrainer(BudgetMixin, nnUNetTrainer):
     def slice_index(self, dataset) -> SliceIndex:
         cache = Path(self.preprocessed_dataset_folder_base) / \
             f"{self.configuration_manager.data_identifier}_sliceres_slices.pkl"
-        return build_slice_index(dataset, self.sliceres["axes"], self.label_manager.ignore_label, cache)
+        return build_slice_index(dataset, self.sliceres.axes, self.label_manager.ignore_label, cache)
 
     def _all_slices_iterations(self, index: SliceIndex) -> int:
         """Iterations of one "all slices" epoch: every foreground slice once, balanced with empty ones."""
         if len(index.foreground) == 0:
             raise ValueError(f"no training slice of fold {self.fold} contains foreground; an 'all_slices' epoch "
                              f"is undefined (set sliceres.epoch.mode to 'iterations' or check the labels)")
-        examples = len(index.foreground) / self.sliceres["foreground_fraction"]
+        examples = len(index.foreground) / self.sliceres.foreground_fraction
         return math.ceil(examples / self.configuration_manager.batch_size)
 
     def _ranks_sampling(self, seed: int) -> tuple[int, list[int]]:
@@ -155,29 +159,29 @@ class SliceResTrainer(BudgetMixin, nnUNetTrainer):
         s = self.sliceres
         dataset_tr, dataset_val = self.get_tr_and_val_datasets()
         index_tr, index_val = self.slice_index(dataset_tr), self.slice_index(dataset_val)
-        if s["epoch"]["mode"] == "all_slices" and self.budget.iterations is None:
+        if s.epoch.mode == "all_slices" and self.budget.iterations is None:
             self.num_iterations_per_epoch = self._all_slices_iterations(index_tr)
         self.fit_validation_to_budget()  # before the validation loader is sized
         self.lr_scheduler.iterations_per_epoch = self.num_iterations_per_epoch
         self.lr_scheduler.num_epochs = self.num_epochs
         self.print_to_log_file(
             f"SliceRes sampling: {len(index_tr.foreground)} foreground / {len(index_tr.empty)} empty training "
-            f"slices along axes {s['axes']}, {2 * s['neighbours'] + 1} slices per modality, crop {s['crop_size']}, "
-            f"epoch mode {s['epoch']['mode']}: {self.num_iterations_per_epoch} iterations x {self.batch_size}, "
-            f"augmentation {', '.join(s['augmentation']) or 'none'}")
+            f"slices along axes {list(s.axes)}, {s.slices_per_modality} slices per modality, crop "
+            f"{list(s.crop_size)}, epoch mode {s.epoch.mode}: {self.num_iterations_per_epoch} iterations x "
+            f"{self.batch_size}, augmentation {', '.join(s.augmentation) or 'none'}")
 
         regions = self.label_manager.foreground_regions if self.label_manager.has_regions else None
         label_transforms = self.get_validation_transforms(None, is_cascaded=False,
                                                           foreground_labels=self.label_manager.foreground_labels,
                                                           regions=regions, ignore_label=self.label_manager.ignore_label)
         seed, rank_batch_sizes = self._ranks_sampling(
-            s["seed"] if s["seed"] is not None else int(np.random.SeedSequence().entropy))
+            s.seed if s.seed is not None else int(np.random.SeedSequence().entropy))
         n_proc = get_allowed_n_proc_DA()
         n_train, n_val = max(1, n_proc), max(1, n_proc // 2)
-        common = dict(batch_size=self.batch_size, neighbours=s["neighbours"], crop_size=s["crop_size"],
-                      foreground_fraction=s["foreground_fraction"], seed=seed,
+        common = dict(batch_size=self.batch_size, neighbours=s.neighbours, crop_size=s.crop_size,
+                      foreground_fraction=s.foreground_fraction, seed=seed,
                       ignore_label=self.label_manager.ignore_label, start_epoch=self.current_epoch,
-                      slices_per_case_load=s["slices_per_case_load"], rank=self.local_rank,
+                      slices_per_case_load=s.slices_per_case_load, rank=self.local_rank,
                       rank_batch_sizes=rank_batch_sizes)
         augmentation = training_augmentation(s, regions, self.label_manager.ignore_label, self.get_training_transforms)
         dl_tr = BalancedSliceLoader(dataset_tr, index_tr, iterations_per_epoch=self.num_iterations_per_epoch,
@@ -190,7 +194,7 @@ class SliceResTrainer(BudgetMixin, nnUNetTrainer):
             mt_train, mt_val = SingleThreadedAugmenter(dl_tr, None), SingleThreadedAugmenter(dl_val, None)
         else:
             pin = self.device.type == "cuda"
-            if s["seed"] is not None:  # deterministic batch order: round-robin over workers
+            if s.seed is not None:  # deterministic batch order: round-robin over workers
                 mt_train = MultiThreadedAugmenter(dl_tr, None, n_train, 2, None, pin_memory=pin)
                 mt_val = MultiThreadedAugmenter(dl_val, None, n_val, 2, None, pin_memory=pin)
             else:

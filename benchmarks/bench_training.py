@@ -72,7 +72,7 @@ def prepare(args: argparse.Namespace) -> str:
 
     os.environ.update(environment_with_trainers())
     if args.tiny:
-        from tests.synthetic import make_raw_dataset
+        from tests.helpers.synthetic import make_raw_dataset
 
         folder = work / "nnUNet_raw" / f"Dataset{DATASET_ID}_Tiny"
         if not folder.exists():

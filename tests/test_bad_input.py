@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from synthetic import make_raw_dataset
 
 from nnunet_ext.cli import main
 from nnunet_ext.dataset_conversion.demo_data import write_demo_dataset
+from tests.helpers.synthetic import make_raw_dataset
 
 GLI_SHAPE = (16, 16, 12)
 GLI_DATASET = "Dataset501_GliBase"

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import subprocess_env
 
 from nnunet_ext.dataset_conversion import brats_2021
+from tests.helpers.environment import subprocess_env
 
 pytestmark = pytest.mark.e2e
 

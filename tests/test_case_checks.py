@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from synthetic import make_raw_dataset
 
 from nnunet_ext.case_checks import (
     CaseCheckError,
@@ -21,6 +20,7 @@ from nnunet_ext.case_checks import (
     format_summary,
     raise_if_problems,
 )
+from tests.helpers.synthetic import make_raw_dataset
 
 SHAPE = (6, 8, 10)  # (z, y, x)
 

@@ -9,8 +9,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import subprocess_env
-from synthetic import make_raw_dataset
 
 from nnunet_ext.compare.heldout import dataset_cases, ensure_splits, held_out, stage_cases
 from nnunet_ext.compare.manifest import StepCache
@@ -18,6 +16,8 @@ from nnunet_ext.compare.methods import select
 from nnunet_ext.compare.process import StepFailed, probe_command, run_logged
 from nnunet_ext.reporting.tables import read_per_case
 from nnunet_ext.training.budget import Budget
+from tests.helpers.environment import subprocess_env
+from tests.helpers.synthetic import make_raw_dataset
 
 
 def touch(path: Path, text: str = "x") -> Path:

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from synthetic import make_raw_dataset
 
 from nnunet_ext.compare.methods import METHODS
 from nnunet_ext.compare.report import build_report
 from nnunet_ext.compare.results import ComparisonResults, VariantResult
 from nnunet_ext.evaluation import evaluate_folders, write_outputs
 from nnunet_ext.training.budget import Budget
+from tests.helpers.synthetic import make_raw_dataset
 
 WARNING = "the minutes ran out: these numbers are not the budget's"
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import subprocess_env
 
 from nnunet_ext.dataset_conversion import brats_2021, brats_gli
 from nnunet_ext.dataset_conversion.demo_data import make_gli_case, write_demo_dataset
 from nnunet_ext.dataset_conversion.splits import grouped_splits
+from tests.helpers.environment import subprocess_env
 
 SHAPE = (48, 48, 32)
 GLI_CASES, GLI_UNLABELLED = 7, 1

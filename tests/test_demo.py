@@ -9,11 +9,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import subprocess_env
 
-from nnunet_ext.demo import PROFILES, demo_environment
-from nnunet_ext.demo_timing import TIME_CAP_WARNING, TrainingProgress, time_cap_verdict
+from nnunet_ext.compare.demo import PROFILES, demo_environment
+from nnunet_ext.compare.demo_timing import TIME_CAP_WARNING, TrainingProgress, time_cap_verdict
 from nnunet_ext.training.budget import RECORD_NAME
+from tests.helpers.environment import subprocess_env
 
 
 def write_record(fold: Path, trained: int, planned: int, configured: int, wall: float, stopped: bool) -> None:

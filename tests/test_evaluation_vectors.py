@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SHARED
 
 from nnunet_ext.evaluation import evaluate_folders
+from tests.helpers.environment import SHARED
 
 KEYS = {
     "LesionWise_Score_Dice": "lesionwise_dice",

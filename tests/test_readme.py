@@ -15,9 +15,9 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from readme_blocks import readme_commands
 
 from nnunet_ext.cli import build_parser
+from tests.helpers.readme_blocks import readme_commands
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import pytest
 import SimpleITK as sitk
-from conftest import subprocess_env
-from readme_blocks import readme_commands
+
+from tests.helpers.environment import subprocess_env
+from tests.helpers.readme_blocks import readme_commands
 
 pytestmark = pytest.mark.e2e
 

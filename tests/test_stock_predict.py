@@ -27,7 +27,7 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
 from nnunet_ext.discovery import environment_with_trainers
 from nnunet_ext.slicing import stack_slice
-from tests.synthetic import make_raw_dataset
+from tests.helpers.synthetic import make_raw_dataset
 
 WINDOW = 9  # inference window depth: the test cases are thicker (15 brain slices), their thin copies thinner
 SMALL = ["--set", "crop_size=[32,32]", "--set", "batch_size=8", "--set", "epoch.mode=iterations",

@@ -20,7 +20,7 @@ from nnunet_ext.discovery import environment_with_trainers
 from nnunet_ext.training.budget import ENV_NAMES, Budget, read_record
 from nnunet_ext.training.budget_mixin import VAL_PER_TRAIN_ITERATION, planned_epochs, rank0_decides
 from nnunet_ext.training.one_cycle import OneCycleSchedule
-from tests.synthetic import make_raw_dataset
+from tests.helpers.synthetic import make_raw_dataset
 
 SMALL = ["--set", "crop_size=[32,32]", "--set", "batch_size=8", "--set", "epoch.mode=iterations",
          "--set", "network.kwargs.widths=[8,16,32,64]", "--set", "network.kwargs.blocks_down=[1,1,1,1]"]

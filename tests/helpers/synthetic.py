@@ -99,33 +99,44 @@ def make_raw_dataset(raw_root: Path, dataset_id: int = 501, name: str = "Tiny", 
 def write_sliceres_model_folder(results_root: Path, raw_dataset_folder: Path, trainer: str = "nnUNetTrainer",
                                 window_depth: int = 8, crop: int = 32, neighbours: int = 1,
                                 folds: tuple[int, ...] = (0,), seed: int = 0) -> Path:
-    """A SliceRes model folder without training: hand-written plans, randomly initialised weights per fold.
+    """A SliceRes model folder without training: the plans as ``SliceResTrainer`` saves them, random weights.
 
-    The plans are what ``SliceResTrainer`` writes (``SliceResNet`` by dotted path, a 3D patch of whole
-    slices ``[window_depth, crop, crop]``, in-plane mirroring), but for the stock ``nnUNetTrainer`` so that
-    prediction tests run before (and independently of) any training. Fast: no fingerprint, no planning.
+    The ``sliceres`` block is built by the planner's own ``settings.build`` (a small network, whole-slice
+    windows of ``window_depth`` slices, ``crop`` x ``crop`` in-plane) and turned into the network, patch and
+    batch entries by ``sliceres_plans``, the trainer's own step; the weights of each fold come from the network
+    those plans describe, built by nnU-Net's ``get_network_from_plans``. Only the stock nnU-Net entries of the 2d
+    configuration (z-score normalisation and resampling, what nnU-Net's planner writes for these "MR" channels
+    at 1 mm) are written here, with no fingerprint or planning run: fast. For the stock ``nnUNetTrainer``, so
+    that prediction tests run before (and independently of) any training.
     """
     import torch
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from nnunet_ext.network.sliceres_net import SliceResNet
+    from nnunet_ext.planning import settings
+    from nnunet_ext.training.materialise import sliceres_plans
 
     dataset_json = json.loads((raw_dataset_folder / "dataset.json").read_text())
     n_modalities = len(dataset_json["channel_names"])
     has_regions = any(isinstance(v, list) for v in dataset_json["labels"].values())
     heads = len(dataset_json["labels"]) - 1 if has_regions else len(dataset_json["labels"])
-    arch_kwargs = {"neighbours": neighbours, "widths": [8, 16, 32, 64], "blocks_down": [1, 1, 1, 1],
-                   "blocks_up": [1, 1, 1], "slices_per_forward": 16}
+    first_case = sitk.ReadImage(str(sorted((raw_dataset_folder / "imagesTr").glob("*.nii.gz"))[0]))
+    shape, spacing = list(first_case.GetSize()[::-1]), [float(s) for s in first_case.GetSpacing()[::-1]]
+    block = settings.build({"neighbours": neighbours, "crop_size": [crop, crop], "inference_window_depth": window_depth,
+                            "network": {"kwargs": {"widths": [8, 16, 32, 64], "blocks_down": [1, 1, 1, 1],
+                                                   "blocks_up": [1, 1, 1], "slices_per_forward": 16}}},
+                           n_modalities, spacing, min_depth=shape[0])
     resampling = {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None}
-    plans = {
+    stock_plans = {
         "dataset_name": raw_dataset_folder.name, "plans_name": "nnUNetPlans",
-        "original_median_spacing_after_transp": [1.0, 1.0, 1.0], "original_median_shape_after_transp": [12, 40, 40],
+        "original_median_spacing_after_transp": spacing, "original_median_shape_after_transp": shape,
         "image_reader_writer": "SimpleITKIO", "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
-        "experiment_planner_used": "ExperimentPlanner", "label_manager": "LabelManager",
+        "experiment_planner_used": "SliceResPlanner", "label_manager": "LabelManager",
         # used only by CT normalisation; the z-score scheme of these "MR" channels ignores the values
         "foreground_intensity_properties_per_channel": {str(m): {} for m in range(n_modalities)},
         "configurations": {"2d": {
-            "data_identifier": "nnUNetPlans_2d", "preprocessor_name": "DefaultPreprocessor", "batch_size": 4,
-            "patch_size": [window_depth, crop, crop], "spacing": [1.0, 1.0],
+            "data_identifier": "nnUNetPlans_2d", "preprocessor_name": "DefaultPreprocessor",
+            "spacing": spacing[1:],
             "normalization_schemes": ["ZScoreNormalization"] * n_modalities,
             "use_mask_for_norm": [False] * n_modalities,
             "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_data_kwargs": resampling,
@@ -133,18 +144,22 @@ def write_sliceres_model_folder(results_root: Path, raw_dataset_folder: Path, tr
             "resampling_fn_seg_kwargs": {**resampling, "is_seg": True, "order": 1},
             "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
             "resampling_fn_probabilities_kwargs": {**resampling, "order": 1},
-            "architecture": {"network_class_name": "nnunet_ext.network.sliceres_net.SliceResNet",
-                             "arch_kwargs": arch_kwargs, "_kw_requires_import": []},
             "batch_dice": True,
+            settings.SLICERES_KEY: block,
         }},
     }
+    plans = sliceres_plans(stock_plans, "2d")
+    configuration = PlansManager(plans).get_configuration("2d")
     folder = results_root / raw_dataset_folder.name / f"{trainer}__nnUNetPlans__2d"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "plans.json").write_text(json.dumps(plans, indent=2))
     (folder / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
     for fold in folds:
         torch.manual_seed(seed + fold)
-        network = SliceResNet(n_modalities, heads, **arch_kwargs)
+        network = get_network_from_plans(configuration.network_arch_class_name,
+                                         configuration.network_arch_init_kwargs,
+                                         configuration.network_arch_init_kwargs_req_import, n_modalities, heads,
+                                         deep_supervision=False)
         (folder / f"fold_{fold}").mkdir(exist_ok=True)
         torch.save({"trainer_name": trainer, "init_args": {"configuration": "2d"},
                     "network_weights": network.state_dict(), "inference_allowed_mirroring_axes": (1, 2)},

@@ -51,8 +51,8 @@ def _stock_plans(shape: tuple[int, int, int], n_modalities: int) -> dict:
         for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
             os.environ[name] = str(Path(tmp) / name)
             (Path(tmp) / name).mkdir()
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from synthetic import make_raw_dataset  # one tiny case: the planner only reads its file type
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.helpers.synthetic import make_raw_dataset  # one tiny case: the planner only reads its file type
 
         make_raw_dataset(Path(tmp) / "nnUNet_raw", 990, "Bench", n_cases=1, shape=(8, 8, 8),
                          n_modalities=n_modalities, n_labels=N_CLASSES - 1)

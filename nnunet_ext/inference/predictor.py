@@ -46,6 +46,10 @@ class PlaneTooLarge(RuntimeError):
     """Even one slice (with its transforms) does not fit through the network in one pass."""
 
 
+class NotSliceResNetwork(TypeError):
+    """The model's network is not a 2.5D one: it does not say how many neighbouring slices it takes."""
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """CUDA's ``OutOfMemoryError`` or the CPU allocator's failure (a plain ``RuntimeError``)."""
     if isinstance(error, torch.cuda.OutOfMemoryError):
@@ -57,28 +61,65 @@ def is_out_of_memory(error: BaseException) -> bool:
 class SliceResPredictor(nnUNetPredictor):
     """nnU-Net predictor for 2.5D networks (with a ``neighbours`` attribute), averaging over ``views``.
 
-    ``slices_per_batch`` bounds memory: at most that many 2D inputs (slices x transforms) go through the
-    network at once (default: the network's ``slices_per_forward``); when a batch does not fit, it is halved,
-    and a whole plane too large for one pass falls back to tiles. nnU-Net's mirroring is off; the views replace
-    it. ``tiles``: sliding-window tiles of the training crop (default) or whole slices.
+    The views are the in-plane ``transforms`` on each of ``axes``; without ``axes``, on the axes the model was
+    trained on (its plans' ``sliceres.axes``; all three when the plans do not say), known once the model is
+    loaded, as nnU-Net's predictor learns its mirroring axes from the checkpoint. ``views`` gives an explicit
+    set instead. ``slices_per_batch`` bounds memory: at most that many 2D inputs (slices x transforms) go
+    through the network at once (default: the network's ``slices_per_forward``); when a batch does not fit, it
+    is halved, and a whole plane too large for one pass falls back to tiles. nnU-Net's mirroring is off; the
+    views replace it. ``tiles``: sliding-window tiles of the training crop (default) or whole slices.
     """
 
-    def __init__(self, views: Sequence[View] = make_views(), tile_step_size: float = 0.5, use_gaussian: bool = True,
+    def __init__(self, views: Sequence[View] | None = None, tile_step_size: float = 0.5, use_gaussian: bool = True,
                  perform_everything_on_device: bool = True, device: torch.device = torch.device("cuda"),
                  verbose: bool = False, verbose_preprocessing: bool = False, allow_tqdm: bool = True,
-                 slices_per_batch: int | None = None, tiles: bool = True):
+                 slices_per_batch: int | None = None, tiles: bool = True, axes: Sequence[int] | None = None,
+                 transforms: Sequence[int] = dihedral.ALL):
         super().__init__(tile_step_size=tile_step_size, use_gaussian=use_gaussian, use_mirroring=False,
                          perform_everything_on_device=perform_everything_on_device, device=device, verbose=verbose,
                          verbose_preprocessing=verbose_preprocessing, allow_tqdm=allow_tqdm)
-        if not views:
-            raise ValueError("at least one view is needed")
         if slices_per_batch is not None and slices_per_batch < 1:
             raise ValueError(f"slices per batch must be a positive integer, got {slices_per_batch}")
-        self.views = tuple(views)
+        if views is not None and axes is not None:
+            raise ValueError("give either views or axes (with transforms), not both")
+        self.axes = None if axes is None else tuple(int(a) for a in axes)
+        self.transforms = tuple(transforms)
+        # bad axes or transforms are refused now, not when the model is loaded
+        make_views((0, 1, 2) if self.axes is None else self.axes, self.transforms)
+        self._views = None
+        if views is not None:
+            self.views = views
         self.slices_per_batch = slices_per_batch
         self.tiles = tiles
 
+    @property
+    def views(self) -> tuple[View, ...]:
+        """The views averaged: as set, else ``transforms`` on ``axes`` (default: the model's trained axes)."""
+        if self._views is not None:
+            return self._views
+        return make_views(self.axes or self.trained_axes() or (0, 1, 2), self.transforms)
+
+    @views.setter
+    def views(self, views: Sequence[View]) -> None:
+        if not views:
+            raise ValueError("at least one view is needed")
+        self._views = tuple(views)
+
+    def trained_axes(self) -> tuple[int, ...] | None:
+        """The slicing axes in the loaded model's plans (``sliceres.axes``); ``None`` before loading or unset."""
+        if self.configuration_manager is None:
+            return None
+        axes = self.configuration_manager.configuration.get("sliceres", {}).get("axes")
+        return tuple(int(a) for a in axes) if axes else None
+
     # ----------------------------------------------------------------------------------------- nnU-Net hooks
+    def initialize_from_trained_model_folder(self, model_training_output_dir: str,
+                                             use_folds: Sequence[int | str] | None,
+                                             checkpoint_name: str = "checkpoint_final.pth") -> None:
+        """nnU-Net's loading, then the refusal of networks that are not 2.5D, before any case is preprocessed."""
+        super().initialize_from_trained_model_folder(model_training_output_dir, use_folds, checkpoint_name)
+        self.check_network()
+
     @torch.inference_mode()
     def predict_logits_from_preprocessed_data(self, data: torch.Tensor) -> torch.Tensor:
         """Mean probability over folds (parameter sets) and views, returned as log/logit (see module doc).
@@ -111,14 +152,17 @@ class SliceResPredictor(nnUNetPredictor):
             return torch.logit(probabilities, eps=EPS)
         return torch.log(probabilities.clamp_min(EPS))
 
+    def check_network(self) -> None:
+        """:class:`NotSliceResNetwork` unless the network is a 2.5D one (it says how many ``neighbours`` it takes)."""
+        if getattr(self.network, "neighbours", None) is None:
+            raise NotSliceResNetwork(f"{type(self.network).__name__} is not a 2.5D SliceRes network (it has no "
+                                     f"'neighbours' attribute); predict stock nnU-Net models with nnUNetv2_predict")
+
     @property
     def neighbours(self) -> int:
         """Neighbours on each side of a slice that the network takes as extra channels."""
-        neighbours = getattr(self.network, "neighbours", None)
-        if neighbours is None:
-            raise TypeError(f"{type(self.network).__name__} is not a 2.5D SliceRes network (it has no 'neighbours' "
-                            f"attribute); predict stock nnU-Net models with nnUNetv2_predict")
-        return int(neighbours)
+        self.check_network()
+        return int(self.network.neighbours)
 
     @torch.inference_mode()
     def predict_probabilities(self, input_image: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -75,10 +76,13 @@ def test_step_cache_rejects_corrupt_manifest(tmp_path):
 
 def test_probe_records_successful_entry_points_only(tmp_path):
     record = tmp_path / "rec.json"
+    start = time.perf_counter()
     run_logged(probe_command(record, "nnunet_ext.cli:main", ["env"]), dict(os.environ),
                tmp_path / "log.txt", echo=False)
+    outside = time.perf_counter() - start
     data = json.loads(record.read_text())
-    assert data["argv"] == ["env"] and data["wall_seconds"] >= 0 and data["peak_gpu_allocated_bytes"] is None
+    assert data["argv"] == ["env"] and data["peak_gpu_allocated_bytes"] is None
+    assert 0 < data["wall_seconds"] < outside  # the entry point's own seconds: inside the child's start and exit
     assert "nnUNet_extTrainer" in (tmp_path / "log.txt").read_text()
     bad = tmp_path / "bad.json"
     with pytest.raises(StepFailed, match="exit code 2(.|\n)*log.txt"):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import matplotlib
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from nnunet_ext.atomic import atomic_write_text
 from nnunet_ext.reporting.document import (
@@ -119,14 +121,38 @@ def test_box_plot_writes_png(tmp_path):
     data = {"WT": {"a": [0.8, 0.9, float("nan")], "b": [0.7]}, "ET": {"a": [0.5], "b": []}}
     path = box_plot(data, "Dice", tmp_path / "box.png", title="t")
     image = mpimg.imread(path)
-    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    assert image.ndim == 3
+    # one mean marker per method with a finite value: WT a (its NaN dropped) and b in the left panel; in the
+    # right panel ET a, and nothing for b (no value: an empty slot, so the boxes line up across panels)
+    means = _marker_columns(image, matplotlib.colors.to_hex(matplotlib.rcParams["boxplot.meanprops.markerfacecolor"]))
+    assert len(means) == 3, means
+    assert means[0] < means[1] < image.shape[1] / 2 < means[2], means
     with pytest.raises(ValueError):
         box_plot({}, "Dice", tmp_path / "empty.png")
 
 
-def _colour_present(image: np.ndarray, hex_colour: str, tol: float = 0.08) -> bool:
+def _colour_mask(image: np.ndarray, hex_colour: str, tol: float = 0.08) -> np.ndarray:
     rgb = np.array([int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)])
-    return bool((np.abs(image[..., :3] - rgb).max(axis=-1) < tol).any())
+    return np.abs(image[..., :3] - rgb).max(axis=-1) < tol
+
+
+def _marker_columns(image: np.ndarray, hex_colour: str, gap: int = 8) -> list[float]:
+    """x centres (pixels, left to right) of the markers drawn in ``hex_colour``; pieces of one marker (split by
+    points drawn over it) closer than ``gap`` pixels count once."""
+    mask = _colour_mask(image, hex_colour)
+    labels, n = ndimage.label(mask)
+    centres = sorted(float(np.nonzero(labels == i)[1].mean()) for i in range(1, n + 1))
+    columns: list[list[float]] = []
+    for x in centres:
+        if columns and x - columns[-1][-1] < gap:
+            columns[-1].append(x)
+        else:
+            columns.append([x])
+    return [float(np.mean(c)) for c in columns]
+
+
+def _colour_present(image: np.ndarray, hex_colour: str, tol: float = 0.08) -> bool:
+    return bool(_colour_mask(image, hex_colour, tol).any())
 
 
 def test_overlay_draws_each_segmentation_contour(tmp_path):

@@ -70,8 +70,9 @@ NNUNET_NAMES: dict[type, str] = {
     ContrastTransform: "contrast", SimulateLowResolutionTransform: "lowres", GammaTransform: "gamma",
 }
 LABEL_TRANSFORMS = (RemoveLabelTransform, ConvertSegmentationToRegionsTransform)
-#: nnU-Net's rotation range for a square 2d patch (configure_rotation_dummyDA_mirroring_and_inital_patch_size);
-#: crop_size is validated square
+#: nnU-Net's rotation range for a square 2d patch (crop_size is validated square), repeated from
+#: configure_rotation_dummyDA_mirroring_and_inital_patch_size: that method reads the plans' patch size, which for
+#: SliceRes is the 3D inference window, not the 2.5D training crop
 ROTATION = (-np.pi, np.pi)
 #: the scale range that the same nnU-Net method sizes its larger initial patch with
 INITIAL_PATCH_SCALING = (0.85, 1.25)

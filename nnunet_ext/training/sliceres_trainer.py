@@ -53,14 +53,16 @@ class SliceResTrainer(BudgetMixin, nnUNetTrainer):
         s = self.sliceres
         self.enable_deep_supervision = False
         self.num_epochs = s.num_epochs
-        self.num_iterations_per_epoch = s.epoch.iterations_per_epoch  # all_slices: set in get_dataloaders
+        self.num_iterations_per_epoch = s.epoch.iterations_per_epoch  # all_slices: set in plan_epoch
         self.num_val_iterations_per_epoch = s.epoch.val_iterations_per_epoch
         # nnU-Net's initial_lr is the rate its poly schedule starts and decays from, i.e. the peak: max_lr here
         # (what nnU-Net logs); the one-cycle warm-up starts lower, at schedule.warmup_start_lr
         self.initial_lr = s.schedule.max_lr
         self.weight_decay = s.optimizer.weight_decay
         self.oversample_foreground_percent = s.foreground_fraction  # for nnU-Net's logs; the loader balances
-        self.inference_allowed_mirroring_axes = (1, 2)  # in-plane flips of the (depth, H, W) window
+        # in-plane flips of the (depth, H, W) window; nnU-Net sets this in its rotation/mirroring hook, which reads
+        # the patch size as a training patch and is not called here (see sampling.transforms.ROTATION)
+        self.inference_allowed_mirroring_axes = (1, 2)
         self.apply_budget()
         if s.seed is not None:
             torch.manual_seed(s.seed)  # network initialisation
@@ -118,6 +120,9 @@ class SliceResTrainer(BudgetMixin, nnUNetTrainer):
         return optimizer, schedule
 
     def on_planned_epochs_changed(self) -> None:
+        """The one-cycle schedule spans the planned steps: built in ``initialize`` from the plans' epoch, it
+        follows the epoch fixed from the data (:meth:`plan_epoch`) and the epochs re-planned under a time limit."""
+        self.lr_scheduler.iterations_per_epoch = self.num_iterations_per_epoch
         self.lr_scheduler.num_epochs = self.num_epochs
 
     def on_train_epoch_start(self) -> None:
@@ -153,22 +158,30 @@ class SliceResTrainer(BudgetMixin, nnUNetTrainer):
         dist.all_gather_object(sizes, self.batch_size)
         return shared[0], sizes
 
+    def plan_epoch(self, index: SliceIndex) -> None:
+        """Fix the epoch once the fold's training slices are known: the length of an ``all_slices`` epoch (unless
+        the budget sets the iterations), validation fitted to a time limit, the schedule over the result."""
+        s = self.sliceres
+        if s.epoch.mode == "all_slices" and self.budget.iterations is None:
+            self.num_iterations_per_epoch = self._all_slices_iterations(index)
+        self.fit_validation_to_budget()  # before the validation loader is sized
+        self.on_planned_epochs_changed()
+        self.print_to_log_file(
+            f"SliceRes sampling: {len(index.foreground)} foreground / {len(index.empty)} empty training "
+            f"slices along axes {list(s.axes)}, {s.slices_per_modality} slices per modality, crop "
+            f"{list(s.crop_size)}, epoch mode {s.epoch.mode}: {self.num_iterations_per_epoch} iterations x "
+            f"{self.batch_size}, augmentation {', '.join(s.augmentation) or 'none'}")
+
     def get_dataloaders(self):
-        if self.dataset_class is None:
+        """nnU-Net's hook where the training data is first read: the balanced 2.5D slice loaders instead of
+        nnU-Net's patch loaders, with nnU-Net's own training and validation transforms, after the epoch is fixed
+        from the fold's slices (:meth:`plan_epoch`); nnU-Net's augmenter workers run them (:meth:`start_workers`)."""
+        if self.dataset_class is None:  # nnU-Net's get_dataloaders guards the same way
             self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
         s = self.sliceres
         dataset_tr, dataset_val = self.get_tr_and_val_datasets()
         index_tr, index_val = self.slice_index(dataset_tr), self.slice_index(dataset_val)
-        if s.epoch.mode == "all_slices" and self.budget.iterations is None:
-            self.num_iterations_per_epoch = self._all_slices_iterations(index_tr)
-        self.fit_validation_to_budget()  # before the validation loader is sized
-        self.lr_scheduler.iterations_per_epoch = self.num_iterations_per_epoch
-        self.lr_scheduler.num_epochs = self.num_epochs
-        self.print_to_log_file(
-            f"SliceRes sampling: {len(index_tr.foreground)} foreground / {len(index_tr.empty)} empty training "
-            f"slices along axes {list(s.axes)}, {s.slices_per_modality} slices per modality, crop "
-            f"{list(s.crop_size)}, epoch mode {s.epoch.mode}: {self.num_iterations_per_epoch} iterations x "
-            f"{self.batch_size}, augmentation {', '.join(s.augmentation) or 'none'}")
+        self.plan_epoch(index_tr)
 
         regions = self.label_manager.foreground_regions if self.label_manager.has_regions else None
         label_transforms = self.get_validation_transforms(None, is_cascaded=False,
@@ -176,8 +189,7 @@ class SliceResTrainer(BudgetMixin, nnUNetTrainer):
                                                           regions=regions, ignore_label=self.label_manager.ignore_label)
         seed, rank_batch_sizes = self._ranks_sampling(
             s.seed if s.seed is not None else int(np.random.SeedSequence().entropy))
-        n_proc = get_allowed_n_proc_DA()
-        n_train, n_val = max(1, n_proc), max(1, n_proc // 2)
+        n_proc = get_allowed_n_proc_DA()  # nnU-Net's worker counts; a loader strides its batches over >= 1 worker
         common = dict(batch_size=self.batch_size, neighbours=s.neighbours, crop_size=s.crop_size,
                       foreground_fraction=s.foreground_fraction, seed=seed,
                       ignore_label=self.label_manager.ignore_label, start_epoch=self.current_epoch,
@@ -186,22 +198,32 @@ class SliceResTrainer(BudgetMixin, nnUNetTrainer):
         augmentation = training_augmentation(s, regions, self.label_manager.ignore_label, self.get_training_transforms)
         dl_tr = BalancedSliceLoader(dataset_tr, index_tr, iterations_per_epoch=self.num_iterations_per_epoch,
                                     transforms=augmentation.transforms, context=augmentation.context,
-                                    stream=TRAIN_STREAM, num_workers=n_train, **common)
+                                    stream=TRAIN_STREAM, num_workers=max(1, n_proc), **common)
         dl_val = BalancedSliceLoader(dataset_val, index_val, iterations_per_epoch=self.num_val_iterations_per_epoch,
-                                     transforms=label_transforms, stream=VAL_STREAM, num_workers=n_val,
+                                     transforms=label_transforms, stream=VAL_STREAM, num_workers=max(1, n_proc // 2),
                                      **common)
-        if n_proc == 0:
-            mt_train, mt_val = SingleThreadedAugmenter(dl_tr, None), SingleThreadedAugmenter(dl_val, None)
+        return self.start_workers(dl_tr, dl_val, in_background=n_proc > 0)
+
+    def start_workers(self, dl_tr: BalancedSliceLoader, dl_val: BalancedSliceLoader, in_background: bool) -> tuple:
+        """The training and validation streams, started, with as many worker processes as each loader strides over.
+
+        A copy of the end of ``nnUNetTrainer.get_dataloaders``, which builds its own loaders in the same method (no
+        hook takes ours), except that a seeded run uses ``MultiThreadedAugmenter``: its round-robin over the
+        workers keeps the batch order.
+        """
+        if not in_background:
+            streams = SingleThreadedAugmenter(dl_tr, None), SingleThreadedAugmenter(dl_val, None)
         else:
             pin = self.device.type == "cuda"
-            if s.seed is not None:  # deterministic batch order: round-robin over workers
-                mt_train = MultiThreadedAugmenter(dl_tr, None, n_train, 2, None, pin_memory=pin)
-                mt_val = MultiThreadedAugmenter(dl_val, None, n_val, 2, None, pin_memory=pin)
+            n_train, n_val = dl_tr.number_of_threads_in_multithreaded, dl_val.number_of_threads_in_multithreaded
+            if self.sliceres.seed is not None:
+                streams = (MultiThreadedAugmenter(dl_tr, None, n_train, 2, None, pin_memory=pin),
+                           MultiThreadedAugmenter(dl_val, None, n_val, 2, None, pin_memory=pin))
             else:
-                mt_train = NonDetMultiThreadedAugmenter(dl_tr, None, n_train, max(6, n_train // 2), None,
-                                                        pin_memory=pin, wait_time=0.002)
-                mt_val = NonDetMultiThreadedAugmenter(dl_val, None, n_val, max(3, n_val // 4), None,
-                                                      pin_memory=pin, wait_time=0.002)
-        _ = next(mt_train)
-        _ = next(mt_val)
-        return mt_train, mt_val
+                streams = (NonDetMultiThreadedAugmenter(dl_tr, None, n_train, max(6, n_train // 2), None,
+                                                        pin_memory=pin, wait_time=0.002),
+                           NonDetMultiThreadedAugmenter(dl_val, None, n_val, max(3, n_val // 4), None,
+                                                        pin_memory=pin, wait_time=0.002))
+        for stream in streams:
+            next(stream)  # let the workers start, as nnU-Net does
+        return streams

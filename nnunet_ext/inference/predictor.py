@@ -37,6 +37,7 @@ from tqdm import tqdm
 from nnunet_ext import dihedral
 from nnunet_ext.inference.views import View, make_views
 from nnunet_ext.slicing import empty_input_slices, stack_slices
+from nnunet_ext.utils.processes import workers_exit_with_parent
 
 # probabilities are clamped to [EPS, 1 - EPS] before log/logit so that the returned "logits" stay finite
 EPS = 1e-6
@@ -113,6 +114,11 @@ class SliceResPredictor(nnUNetPredictor):
         return tuple(int(a) for a in axes) if axes else None
 
     # ----------------------------------------------------------------------------------------- nnU-Net hooks
+    def predict_from_data_iterator(self, *args, **kwargs):
+        """nnU-Net's loop, unchanged; its preprocessing and export workers exit with this process when it is killed."""
+        with workers_exit_with_parent():
+            return super().predict_from_data_iterator(*args, **kwargs)
+
     def initialize_from_trained_model_folder(self, model_training_output_dir: str,
                                              use_folds: Sequence[int | str] | None,
                                              checkpoint_name: str = "checkpoint_final.pth") -> None:

@@ -6,9 +6,10 @@ kernel is asked to kill the worker when its parent dies (``prctl(PR_SET_PDEATHSI
 the worker polls its parent's id.
 
 Our own pools pass :func:`exit_with_parent` as their initializer (:mod:`nnunet_ext.utils.pool`). nnU-Net's
-pools inside prediction and planning use ``multiprocessing.get_context("spawn")`` and start their workers
-through that context's ``Process``; :func:`spawned_workers_exit_with_parent` puts a subclass there for the
-duration of a call, so nnU-Net's loops run unchanged.
+pools inside prediction and planning start their workers through a multiprocessing context's ``Process``
+(``get_context("spawn")``, and the default context for the ``Manager`` of the preprocessing queues);
+:func:`workers_exit_with_parent` puts a subclass there for the duration of a call, so nnU-Net's loops run
+unchanged.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from multiprocessing.context import SpawnProcess
+from multiprocessing.context import ForkProcess, SpawnProcess
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 POLL_SECONDS = 0.5
@@ -54,8 +55,8 @@ def exit_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-class ExitWithParentProcess(SpawnProcess):
-    """A spawned process that calls :func:`exit_with_parent` before its target (the object travels pickled)."""
+class _ExitWithParent:
+    """Process mixin: :func:`exit_with_parent` before the target runs (spawned: the object travels pickled)."""
 
     def start(self) -> None:
         self._exit_with_pid = os.getpid()
@@ -66,17 +67,31 @@ class ExitWithParentProcess(SpawnProcess):
         super().run()
 
 
+class ExitWithParentSpawnProcess(_ExitWithParent, SpawnProcess):
+    pass
+
+
+class ExitWithParentForkProcess(_ExitWithParent, ForkProcess):
+    pass
+
+
+_PROCESSES = {"spawn": ExitWithParentSpawnProcess, "fork": ExitWithParentForkProcess}
+
+
 @contextmanager
-def spawned_workers_exit_with_parent() -> Iterator[None]:
-    """Within this block every process started through ``multiprocessing.get_context("spawn")`` (its ``Process``
-    and its ``Pool``, as nnU-Net's predictor and planner use them) exits with the process that started it."""
-    spawn = multiprocessing.get_context("spawn")
-    previous = spawn.__dict__.get("Process")
-    spawn.Process = ExitWithParentProcess
+def workers_exit_with_parent() -> Iterator[None]:
+    """Within this block every process started through multiprocessing's spawn or fork context exits with the
+    process that started it: ``get_context("spawn").Process`` and ``.Pool`` (nnU-Net's predictor and planner),
+    and the default context's ``Manager`` (the server process of nnU-Net's preprocessing queues)."""
+    contexts = {method: multiprocessing.get_context(method) for method in _PROCESSES}
+    previous = {method: context.__dict__.get("Process") for method, context in contexts.items()}
+    for method, context in contexts.items():
+        context.Process = _PROCESSES[method]
     try:
         yield
     finally:
-        if previous is None:
-            del spawn.Process
-        else:
-            spawn.Process = previous
+        for method, context in contexts.items():
+            if previous[method] is None:
+                del context.Process
+            else:
+                context.Process = previous[method]

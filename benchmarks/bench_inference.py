@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from nnunet_ext.atomic import atomic_write_text
+from nnunet_ext.inference.backends import BACKENDS, PRECISIONS
 from nnunet_ext.inference.views import VIEW_SUBSETS
 
 N_CLASSES = 5  # BraTS-GLI: background, NETC, SNFH, ET, RC
@@ -99,7 +100,8 @@ def _stock_predictor(plans: dict, configuration: str, n_modalities: int, device:
 
 
 def _sliceres_predictor(views, crop: int, widths: list[int], n_modalities: int, device: torch.device,
-                        slices_per_batch: int | None = None, step_size: float = 0.5, tiles: bool = True):
+                        slices_per_batch: int | None = None, step_size: float = 0.5, tiles: bool = True,
+                        precision: str = "auto", backend: str = "torch"):
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from nnunet_ext.inference.predictor import SliceResPredictor
@@ -108,17 +110,19 @@ def _sliceres_predictor(views, crop: int, widths: list[int], n_modalities: int, 
     network = SliceResNet(n_modalities, N_CLASSES, neighbours=2, widths=widths)
     manager = PlansManager({"configurations": {"2d": {"patch_size": [32, crop, crop], "architecture": {}}}})
     predictor = SliceResPredictor(views=views, device=device, allow_tqdm=False, slices_per_batch=slices_per_batch,
-                                  tile_step_size=step_size, tiles=tiles)
+                                  tile_step_size=step_size, tiles=tiles, precision=precision, backend=backend)
     predictor.manual_initialization(network, manager, manager.get_configuration("2d"), [network.state_dict()],
                                     _dataset_json(n_modalities), "SliceResTrainer", (1, 2))
     inference = f"tiles {crop}x{crop} step {step_size}" if tiles else "whole slices"
     return predictor, (f"{len(views)} views, {inference}, {count_parameters(network):,} parameters, "
-                       f"{slices_per_batch or network.slices_per_forward} slices per forward")
+                       f"{slices_per_batch or network.slices_per_forward} slices per forward, {backend} {precision}")
 
 
 def _time(predictor, data: torch.Tensor, device: torch.device, repeats: int) -> dict:
     # warm-up: cudnn autotuning and the allocator on CUDA need the real shapes; a CPU tunes nothing
+    start = time.perf_counter()  # warm-up time includes the one-off conversion of the openvino backend
     predictor.predict_logits_from_preprocessed_data(data if device.type == "cuda" else data[:, :8, :32, :32])
+    warmup = time.perf_counter() - start
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -130,7 +134,7 @@ def _time(predictor, data: torch.Tensor, device: torch.device, repeats: int) -> 
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == "cuda" else None
-    return {"seconds": float(np.median(times)), "all_seconds": times, "peak_gpu_mib": peak}
+    return {"seconds": float(np.median(times)), "all_seconds": times, "warmup_seconds": warmup, "peak_gpu_mib": peak}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
                              "24 (3 axes x D4)")
     parser.add_argument("--inference", nargs="+", choices=("tiles", "whole"), default=["tiles"],
                         help="SliceRes in-plane inference: tiles of the crop size (default) and/or whole slices")
+    parser.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["auto"],
+                        help="SliceRes network precision(s): auto (nnU-Net's: bf16/fp16 on CUDA, fp32 on CPU), fp32, "
+                             "bf16 (also on the CPU)")
+    parser.add_argument("--backend", nargs="+", choices=BACKENDS, default=["torch"],
+                        help="SliceRes backend(s): torch, openvino (CPU, optional extra)")
     parser.add_argument("--no-stock", action="store_true", help="skip stock nnU-Net 3d_fullres and 2d")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per method (median is reported)")
     parser.add_argument("--slices-per-batch", type=int,
@@ -162,9 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     methods = {}
     for n in args.views:
         for inference in args.inference:
-            name = f"sliceres_{n}_views" + ("_whole" if inference == "whole" else "")
-            methods[name] = lambda n=n, tiles=inference == "tiles": _sliceres_predictor(
-                VIEW_SETS[n], crop, widths, shape[0], device, args.slices_per_batch, args.step_size, tiles)
+            for backend in args.backend:
+                for precision in args.precision:
+                    name = (f"sliceres_{n}_views" + ("_whole" if inference == "whole" else "")
+                            + ("" if backend == "torch" else f"_{backend}")
+                            + ("" if precision == "auto" else f"_{precision}"))
+                    methods[name] = lambda n=n, tiles=inference == "tiles", b=backend, p=precision: _sliceres_predictor(
+                        VIEW_SETS[n], crop, widths, shape[0], device, args.slices_per_batch, args.step_size, tiles,
+                        p, b)
     if not args.no_stock:
         plans = _stock_plans(shape[1:], shape[0])
         if args.tiny:  # shrink stock networks like ours so the smoke test stays quick
@@ -181,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         predictor, detail = build()
         print(f"{name}: {detail} ...", flush=True)
         results.append({"method": name, "detail": detail, **_time(predictor, data, device, args.repeats)})
+        print(f"{name}: {results[-1]['seconds']:.2f} s (warm-up {results[-1]['warmup_seconds']:.1f} s)", flush=True)
         del predictor
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -191,11 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
     print(f"\nshape {list(shape)} on {record['device_name'] or device} ({record['torch_threads']} threads)")
     reference = next((r["seconds"] for r in results if r["method"] == "stock_3d_fullres"), None)
-    print(f"{'method':<26} {'s/case':>9} {'x 3d_fullres':>13} {'peak GPU MiB':>13}  detail")
+    print(f"{'method':<38} {'s/case':>9} {'x 3d_fullres':>13} {'peak GPU MiB':>13}  detail")
     for r in results:
         peak = f"{r['peak_gpu_mib']:.0f}" if r["peak_gpu_mib"] is not None else "-"
         ratio = f"{r['seconds'] / reference:.2f}" if reference else "-"
-        print(f"{r['method']:<26} {r['seconds']:>9.2f} {ratio:>13} {peak:>13}  {r['detail']}")
+        print(f"{r['method']:<38} {r['seconds']:>9.2f} {ratio:>13} {peak:>13}  {r['detail']}")
     print(f"written {args.out}")
     return 0
 

@@ -13,8 +13,9 @@ the plane is zero-padded to a multiple of its downsampling and cropped back). Ei
 axis go through the network together, each window transformed and transformed back as nnU-Net's test-time
 mirroring does with its patches, and windows whose 2.5D input is zero get the network's prediction for an
 all-zero input, computed once per axis. Probabilities, not logits, are averaged: over windows, views and folds,
-in float32 whatever the network's autocast precision (bfloat16 on CUDA devices that support it, else float16;
-float32 elsewhere).
+in float32 whatever the network's precision (``precision="auto"``: bfloat16 on CUDA devices that support it, else
+float16, float32 elsewhere; ``"bf16"`` also on the CPU; ``"fp32"``) and backend (torch, or OpenVINO on the CPU:
+:mod:`nnunet_ext.inference.backends`).
 
 nnU-Net turns what the predictor returns into probabilities with the label manager's non-linearity (softmax,
 or sigmoid for region models). We therefore return ``log p`` (softmax) or ``logit p`` (sigmoid) of the mean
@@ -23,18 +24,19 @@ probability ``p``, so that nnU-Net's export recovers exactly ``p`` for segmentat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from acvl_utils.cropping_and_padding.padding import pad_nd_image
 from nnunetv2.configuration import default_num_processes
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
-from nnunetv2.utilities.helpers import dummy_context, empty_cache
+from nnunetv2.utilities.helpers import empty_cache
 from torch._dynamo import OptimizedModule
 from tqdm import tqdm
 
 from nnunet_ext import dihedral
+from nnunet_ext.inference import backends
 from nnunet_ext.inference.views import View, make_views
 from nnunet_ext.slicing import empty_input_slices, stack_slices
 from nnunet_ext.utils.processes import workers_exit_with_parent
@@ -75,7 +77,7 @@ class SliceResPredictor(nnUNetPredictor):
                  perform_everything_on_device: bool = True, device: torch.device = torch.device("cuda"),
                  verbose: bool = False, verbose_preprocessing: bool = False, allow_tqdm: bool = True,
                  slices_per_batch: int | None = None, tiles: bool = True, axes: Sequence[int] | None = None,
-                 transforms: Sequence[int] = dihedral.ALL):
+                 transforms: Sequence[int] = dihedral.ALL, precision: str = "auto", backend: str = "torch"):
         super().__init__(tile_step_size=tile_step_size, use_gaussian=use_gaussian, use_mirroring=False,
                          perform_everything_on_device=perform_everything_on_device, device=device, verbose=verbose,
                          verbose_preprocessing=verbose_preprocessing, allow_tqdm=allow_tqdm)
@@ -92,6 +94,12 @@ class SliceResPredictor(nnUNetPredictor):
             self.views = views
         self.slices_per_batch = slices_per_batch
         self.tiles = tiles
+        if precision not in backends.PRECISIONS:
+            raise ValueError(f"precision {precision!r}: expected one of {', '.join(backends.PRECISIONS)}")
+        backends.check_backend(backend, self.device)
+        self.precision, self.backend = precision, backend
+        self._parameter_set: tuple[int, int] | None = None  # (fold index, id of its parameters) while predicting
+        self._converted: dict[tuple[int, int], Callable[[torch.Tensor], torch.Tensor]] = {}  # openvino, per set
 
     @property
     def views(self) -> tuple[View, ...]:
@@ -136,14 +144,16 @@ class SliceResPredictor(nnUNetPredictor):
         torch.set_num_threads(min(default_num_processes, n_threads))
         try:
             total = None
-            for params in self.list_of_parameters:
+            for index, params in enumerate(self.list_of_parameters):
                 network = self.network._orig_mod if isinstance(self.network, OptimizedModule) else self.network
                 network.load_state_dict(params)
+                self._parameter_set = (index, id(params))
                 probabilities = self.predict_probabilities(data).to("cpu")
                 total = probabilities if total is None else total.add_(probabilities)
             total /= len(self.list_of_parameters)
             return self.probabilities_to_logits(total)
         finally:
+            self._parameter_set = None
             torch.set_num_threads(n_threads)
 
     @torch.inference_mode()
@@ -307,14 +317,22 @@ class SliceResPredictor(nnUNetPredictor):
         return total
 
     def _network_probabilities(self, inputs: torch.Tensor) -> torch.Tensor:
-        """(N, C', H, W) -> (heads, N, H, W) float32 probabilities, under autocast on CUDA (as nnU-Net does)."""
+        """(N, C', H, W) -> (heads, N, H, W) float32 probabilities, by the backend at the precision asked for."""
         inputs = inputs.contiguous(memory_format=torch.channels_last)
-        with self._autocast():
-            logits = self.network(inputs)
+        if self.backend == "openvino":
+            logits = self._converted_network(inputs)(inputs)
+        else:
+            with backends.autocast(self.device, self.precision):
+                logits = self.network(inputs)
         return self.label_manager.apply_inference_nonlin(logits.float().transpose(0, 1))
 
-    def _autocast(self):
-        if self.device.type != "cuda":
-            return dummy_context()  # slow or unsupported elsewhere
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
+    def _converted_network(self, example: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The OpenVINO model of the loaded parameters: converted once per fold's parameter set, then reused."""
+        key = self._parameter_set
+        if key in self._converted:
+            return self._converted[key]
+        network = self.network._orig_mod if isinstance(self.network, OptimizedModule) else self.network
+        converted = backends.openvino_network(network, example[:1], self.precision, torch.get_num_threads())
+        if key is not None:  # outside the fold loop the parameters may change under us: no caching
+            self._converted[key] = converted
+        return converted

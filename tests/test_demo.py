@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from nnunet_ext.demo import PROFILES, demo_environment
-from nnunet_ext.demo_timing import TIME_CAP_WARNING, TrainingProgress, time_cap_verdict
+from nnunet_ext.compare.demo import PROFILES, demo_environment
+from nnunet_ext.compare.demo_timing import TIME_CAP_WARNING, TrainingProgress, time_cap_verdict
 from nnunet_ext.training.budget import RECORD_NAME
 from tests.helpers.environment import subprocess_env
 

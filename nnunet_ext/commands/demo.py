@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
     import logging
     from pathlib import Path
 
+    from nnunet_ext.compare.demo import PROFILES, print_summary, run_demo
     from nnunet_ext.compare.pipeline import default_device
-    from nnunet_ext.demo import PROFILES, print_summary, run_demo
     from nnunet_ext.training.budget import Budget
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")

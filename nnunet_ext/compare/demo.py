@@ -11,7 +11,8 @@ live inside ``--out`` and reach the child processes through their environment; t
 
 Training is budgeted in iterations and seeded, so the demo trains the same network on the same batches on any
 machine and the Dice it reports does not depend on the machine's speed; a slow machine takes longer instead.
-The time is estimated before anything runs and training progress is printed (:mod:`nnunet_ext.demo_timing`).
+The time is estimated before anything runs and training progress is printed
+(:mod:`nnunet_ext.compare.demo_timing`).
 The wall-clock cap is only a safety net: when it stops training, the output and the report say that the
 numbers are not the demo's.
 """
@@ -27,11 +28,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from nnunet_ext.compare.demo_timing import TIME_CAP_WARNING, TrainingProgress, estimate, measure_step, time_cap_verdict
 from nnunet_ext.compare.manifest import StepCache
 from nnunet_ext.compare.methods import EXT_ENTRY, METHODS, TWENTY_FOUR_VIEWS, Variant
 from nnunet_ext.compare.pipeline import Comparison, Settings
 from nnunet_ext.compare.process import probe_command, run_logged
-from nnunet_ext.demo_timing import TIME_CAP_WARNING, TrainingProgress, estimate, measure_step, time_cap_verdict
 from nnunet_ext.discovery import environment_with_trainers
 from nnunet_ext.reporting.tables import read_per_case, regions_of
 from nnunet_ext.training.budget import Budget

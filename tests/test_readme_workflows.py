@@ -22,9 +22,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from nnunet_ext.evaluation.rules import RULES
 from tests.helpers.environment import subprocess_env
 from tests.helpers.readme_blocks import readme_commands
 
@@ -109,7 +111,14 @@ def test_readme_workflow_runs(task: str, nnunet_dirs: dict[str, Path], tmp_path:
     with open(eval_dir / "per_case.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert {r["region"] for r in rows} == w["regions"]
-    assert all(0.0 <= float(r["legacy_dice"]) <= 1.0 for r in rows)
+    # each region's Dice is the one counted here on the files the workflow wrote, with the rules' label sets
+    rules = RULES[evaluate[evaluate.index("--rules") + 1]]
+    for row in rows:
+        labels = next(region.labels for region in rules.regions if region.name == row["region"])
+        reference, prediction = (np.isin(sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"{row['case']}.nii.gz"))),
+                                         labels) for folder in (data / w["val_labels"], pred_dir))
+        overlap, total = int((reference & prediction).sum()), int(reference.sum() + prediction.sum())
+        assert float(row["legacy_dice"]) == pytest.approx(2 * overlap / total if total else 1.0), row
 
     export = next(shlex.split(c) for c in commands if "export-brats" in c)
     submission = sorted((work / export[3]).glob("*.nii.gz"))

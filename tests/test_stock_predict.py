@@ -25,8 +25,8 @@ import SimpleITK as sitk
 import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-from nnunet_ext.discovery import environment_with_trainers
 from nnunet_ext.slicing import stack_slice
+from tests.helpers.environment import NNUNET_FOLDERS, cli_env
 from tests.helpers.synthetic import make_raw_dataset
 
 WINDOW = 9  # inference window depth: the test cases are thicker (15 brain slices), their thin copies thinner
@@ -88,13 +88,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A SliceRes model trained for 3 x 25 iterations (enough for confident, structured predictions) on tilted
     zero-background brains, with an inference window thinner than the cases."""
     root = tmp_path_factory.mktemp("stock_predict")
-    env = environment_with_trainers()
-    env.update({name: str(root / name) for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
-    env.update({"nnUNet_n_proc_DA": "1", "nnUNet_def_n_proc": "1", "nnUNet_compile": "f", "OMP_NUM_THREADS": "1",
-                "MKL_NUM_THREADS": "1", "NNUNET_EXT_EPOCHS": "3", "NNUNET_EXT_ITERATIONS": "25",
-                "NNUNET_EXT_VAL_ITERATIONS": "1"})
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        (root / name).mkdir()
+    folders = {name: root / name for name in NNUNET_FOLDERS}
+    for path in folders.values():
+        path.mkdir()
+    env = cli_env(folders, NNUNET_EXT_EPOCHS="3", NNUNET_EXT_ITERATIONS="25", NNUNET_EXT_VAL_ITERATIONS="1")
     raw = make_raw_dataset(root / "nnUNet_raw", 523, "Stock", n_cases=5, n_modalities=2, n_labels=1, n_test=2,
                            seed=5, **BRAIN)
     _run([sys.executable, "-m", "nnunet_ext.cli", "plan", "-d", "523", "-c", "2d", "-np", "1", *SMALL], env)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Set up the venv with the test tools and run the whole test suite (CPU only, tiny generated data).
-# Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not e2e"`.
+# Set up the venv with the test tools, then ruff and the test suite (CPU only, tiny generated data).
+# Without arguments, in two tiers: the unit tests (-m "not e2e", minutes), then the end-to-end tests that train
+# and predict through the nnU-Net CLIs (-m e2e), so a broken unit fails before the long runs start; each tier
+# lists its slowest tests. Arguments go to a single pytest run instead, e.g. `bash scripts/test.sh -m "not e2e"`.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 EXTRAS=test bash "$root/scripts/setup.sh"
@@ -8,4 +10,8 @@ EXTRAS=test bash "$root/scripts/setup.sh"
 . "${VENV:-$root/.venv}/bin/activate"
 cd "$root"
 ruff check .
-python -m pytest "$@"
+if [ "$#" -gt 0 ]; then
+  exec python -m pytest "$@"
+fi
+python -m pytest -m "not e2e" --durations=10
+python -m pytest -m e2e --durations=25

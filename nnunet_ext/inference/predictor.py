@@ -38,6 +38,7 @@ from tqdm import tqdm
 from nnunet_ext import dihedral
 from nnunet_ext.inference import backends
 from nnunet_ext.inference.views import View, make_views
+from nnunet_ext.planning.settings import SLICERES_KEY, from_configuration
 from nnunet_ext.slicing import empty_input_slices, stack_slices
 from nnunet_ext.utils.processes import workers_exit_with_parent
 
@@ -115,11 +116,11 @@ class SliceResPredictor(nnUNetPredictor):
         self._views = tuple(views)
 
     def trained_axes(self) -> tuple[int, ...] | None:
-        """The slicing axes in the loaded model's plans (``sliceres.axes``); ``None`` before loading or unset."""
-        if self.configuration_manager is None:
+        """The slicing axes in the loaded model's plans (``sliceres.axes``); ``None`` before loading or for plans
+        without a ``sliceres`` block."""
+        if self.configuration_manager is None or SLICERES_KEY not in self.configuration_manager.configuration:
             return None
-        axes = self.configuration_manager.configuration.get("sliceres", {}).get("axes")
-        return tuple(int(a) for a in axes) if axes else None
+        return from_configuration(self.configuration_manager.configuration).axes
 
     # ----------------------------------------------------------------------------------------- nnU-Net hooks
     def predict_from_data_iterator(self, *args, **kwargs):
@@ -138,7 +139,8 @@ class SliceResPredictor(nnUNetPredictor):
     def predict_logits_from_preprocessed_data(self, data: torch.Tensor) -> torch.Tensor:
         """Mean probability over folds (parameter sets) and views, returned as log/logit (see module doc).
 
-        Threads as in nnU-Net's own fold loop: at most ``default_num_processes`` while predicting.
+        A copy of nnU-Net's fold loop, which averages the folds' logits where SliceRes averages probabilities; its
+        thread cap is kept: at most ``default_num_processes`` threads while predicting, restored afterwards.
         """
         n_threads = torch.get_num_threads()
         torch.set_num_threads(min(default_num_processes, n_threads))

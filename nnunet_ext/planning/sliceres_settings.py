@@ -345,7 +345,8 @@ class SliceResSettings(Block):
     @classmethod
     def from_dict(cls, block: Mapping[str, Any], resolved: bool = True) -> SliceResSettings:
         """The settings of a (partial) ``sliceres`` block: missing keys take their defaults (plans written before
-        a key existed), every value is checked (:class:`SettingsError` lists all problems).
+        a key existed), every value is checked (:class:`SettingsError` lists all problems; an unknown key is a
+        ``ValueError`` naming it and the known ones, see :func:`check_known_keys`).
 
         ``resolved=False`` is the check of preset/``--set`` values before any planning work: the keys derived
         from the dataset (``neighbours``, ``axes``, ``inference_window_depth``) may still be null then.

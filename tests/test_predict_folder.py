@@ -77,6 +77,15 @@ def test_predict_folder_writes_postprocessed_outputs_and_the_record(stub_model: 
     assert {p.name: p.read_bytes() for p in output.iterdir() if p.is_file() and p.suffix != ".txt"} == before
     assert {p.name: p.stat().st_mtime_ns for p in output.glob("*.nii.gz")} == segs
 
+    # a segmentation cut off by an interruption is predicted again, and its log says so
+    cut = output / f"{cases[1]}.nii.gz"
+    original = _array(cut)
+    cut.write_bytes(cut.read_bytes()[:50])
+    resumed = _predict(model_trained_on_axis_2, inputs, output, transforms="0,5", inference="whole",
+                       postprocess="components", min_size=20, save_probabilities=True, continue_prediction=True)
+    assert resumed.predicted == [cases[1]] and np.array_equal(_array(cut), original)
+    assert f"{cut.name}" in resumed.log.read_text() and "predicting it again" in resumed.log.read_text()
+
 
 def test_explicit_axes_and_no_postprocessing(stub_model: dict, model_trained_on_axis_2: Path, tmp_path: Path) -> None:
     done = _predict(model_trained_on_axis_2, stub_model["raw"] / "imagesTs", tmp_path / "out", axes=[0, 1],

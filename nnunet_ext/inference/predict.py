@@ -56,7 +56,8 @@ def predict_folder(input_folder: str | Path, output_folder: str | Path, model_fo
                    save_probabilities: bool = False, continue_prediction: bool = False,
                    num_processes_preprocessing: int = 3, num_processes_export: int = 3, num_parts: int = 1,
                    part_id: int = 0, device: str = "cuda", perform_everything_on_device: bool = True,
-                   set_threads: bool = True, verbose: bool = False, progress: bool = True) -> FolderPrediction:
+                   precision: str = "auto", backend: str = "torch", set_threads: bool = True, verbose: bool = False,
+                   progress: bool = True) -> FolderPrediction:
     """Predict every case (of this part) of ``input_folder`` into ``output_folder`` with a SliceRes model.
 
     ``folds``: default every fold with ``checkpoint``. ``axes``: default the axes the model was trained on.
@@ -64,12 +65,15 @@ def predict_folder(input_folder: str | Path, output_folder: str | Path, model_fo
     ``inference``: ``tiles`` (nnU-Net's sliding window over each slice) or ``whole`` slices. ``postprocess``:
     ``auto`` (the model folder's recorded setting, else the default for its labels), ``components``,
     ``cascade`` or ``none``. ``num_processes_preprocessing`` and ``num_processes_export`` both 0: nnU-Net's
-    sequential mode. Raises :class:`PredictionSetupError` for bad input, before anything is written.
+    sequential mode. ``precision`` (``auto``: nnU-Net's, ``fp32``, ``bf16``) and ``backend`` (``torch``, ``openvino``
+    on the CPU): :mod:`nnunet_ext.inference.backends`. Raises :class:`PredictionSetupError` for bad input, before
+    any case is predicted.
     """
     import torch
     from nnunetv2.configuration import default_num_processes
 
     from nnunet_ext.inference import postprocessing as pp
+    from nnunet_ext.inference.backends import BackendUnavailable
     from nnunet_ext.inference.model_folder import check_folds, check_inputs, resolve_model_folder
     from nnunet_ext.inference.predictor import NotSliceResNetwork, SliceResPredictor
     from nnunet_ext.inference.views import parse_transforms
@@ -93,8 +97,9 @@ def predict_folder(input_folder: str | Path, output_folder: str | Path, model_fo
         predictor = SliceResPredictor(axes=axes, transforms=transforms, tile_step_size=tile_step_size,
                                       perform_everything_on_device=perform_everything_on_device, device=torch_device,
                                       verbose=verbose, verbose_preprocessing=verbose, allow_tqdm=progress,
-                                      slices_per_batch=slices_per_batch, tiles=inference == "tiles")
-    except ValueError as error:
+                                      slices_per_batch=slices_per_batch, tiles=inference == "tiles",
+                                      precision=precision, backend=backend)
+    except (ValueError, BackendUnavailable) as error:
         raise PredictionSetupError(str(error)) from None
     try:
         predictor.initialize_from_trained_model_folder(str(model_folder), folds, checkpoint)
@@ -107,19 +112,21 @@ def predict_folder(input_folder: str | Path, output_folder: str | Path, model_fo
     output.mkdir(parents=True, exist_ok=True)
     record = {"model_folder": str(model_folder.resolve()), "folds": folds, "checkpoint": checkpoint,
               "axes": sorted({v.axis for v in predictor.views}), "transforms": list(transforms),
-              "inference": inference, "tile_step_size": tile_step_size, "postprocessing": setting.to_json()}
+              "inference": inference, "tile_step_size": tile_step_size, "precision": precision, "backend": backend,
+              "postprocessing": setting.to_json()}
     if continue_prediction:
         try:
             fp.check_continuation(output, record, file_ending)
         except ValueError as error:
             raise PredictionSetupError(str(error)) from None
     fp.write_record(output, record)  # before any case: an interrupted run can be checked when continued
-    done = set(fp.finished_cases(output, cases, file_ending)) if continue_prediction else set()
-    todo = [c for c in cases if c not in done]
     with stdout_logged_to(output, LOG_PREFIX + (f"_part{part_id}" if num_parts > 1 else "")) as log:
         print(f"nnunet-ext predict: log {log}")
+        done = set(fp.finished_cases(output, cases, file_ending)) if continue_prediction else set()
+        todo = [c for c in cases if c not in done]
         threads = min(default_num_processes, torch.get_num_threads())
-        described = f"tiles (step {tile_step_size})" if inference == "tiles" else "whole slices"
+        described = (f"tiles (step {tile_step_size})" if inference == "tiles" else "whole slices") + (
+            f", {backend} {precision}")
         print(f"SliceRes prediction: {len(predictor.views)} views (axes {record['axes']} x transforms "
               f"{record['transforms']}), folds {folds}, {described}, post-processing {setting.describe()}, "
               f"device {device} with {threads} torch threads; {len(todo)} of {len(cases)} cases to predict")

@@ -6,11 +6,18 @@ bf16 (CPU autocast) must stay within bfloat16's rounding of fp32, OpenVINO in fl
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from nnunet_ext.inference import backends
+from nnunet_ext.inference import PredictionSetupError, backends, predict_folder
 from nnunet_ext.inference.predictor import SliceResPredictor
 from nnunet_ext.inference.views import make_views
 from nnunet_ext.network.sliceres_net import SliceResNet
@@ -64,3 +71,43 @@ def test_bad_precision_and_backend_are_refused_before_work():
         SliceResPredictor(device=torch.device("cpu"), backend="tensorrt")
     with pytest.raises(backends.BackendUnavailable, match="CPU only"):
         SliceResPredictor(device=torch.device("cuda"), backend="openvino")
+
+
+def _segmentations(folder: Path) -> dict[str, np.ndarray]:
+    return {p.name: sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in sorted(folder.glob("*.nii.gz"))}
+
+
+def test_predict_folder_records_precision_and_backend_and_agrees_with_fp32(stub_model: dict, tmp_path: Path):
+    inputs = stub_model["raw"] / "imagesTs"
+    options = dict(device="cpu", num_processes_preprocessing=0, num_processes_export=0, set_threads=False,
+                   progress=False, transforms="identity", inference="whole", postprocess="none")
+    reference = predict_folder(inputs, tmp_path / "fp32", stub_model["model"], precision="fp32", **options)
+    variants = [("bf16", "torch")] + ([("auto", "openvino")] if importlib.util.find_spec("openvino") else [])
+    for precision, backend in variants:
+        done = predict_folder(inputs, tmp_path / backend, stub_model["model"], precision=precision, backend=backend,
+                              **options)
+        assert (done.record["precision"], done.record["backend"]) == (precision, backend)
+        assert f"whole slices, {backend} {precision}" in done.log.read_text()
+        ours, theirs = _segmentations(done.output_folder), _segmentations(reference.output_folder)
+        assert ours.keys() == theirs.keys() and len(ours) == 3
+        agreement = np.mean([(ours[name] == theirs[name]).mean() for name in ours])
+        assert agreement > 0.99, f"{backend} {precision}: {agreement:.4f} of voxels as with fp32"
+    # a folder predicted at one precision is not continued at another
+    with pytest.raises(PredictionSetupError, match="precision: recorded 'fp32', now 'bf16'"):
+        predict_folder(inputs, tmp_path / "fp32", stub_model["model"], precision="bf16", continue_prediction=True,
+                       **options)
+
+
+def test_cli_without_openvino_installed_says_how_to_get_it(stub_model: dict, tmp_path: Path):
+    hidden = tmp_path / "site"
+    (hidden / "openvino").mkdir(parents=True)
+    (hidden / "openvino" / "__init__.py").write_text("raise ImportError('openvino is not installed here')\n")
+    env = {**stub_model["env"], "PYTHONPATH": str(hidden)}
+    command = [sys.executable, "-m", "nnunet_ext.cli", "predict", "-i", str(stub_model["raw"] / "imagesTs"), "-o",
+               str(tmp_path / "out"), "-m", str(stub_model["model"]), "-device", "cpu", "--backend", "openvino",
+               "--disable_progress_bar"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "nnunet-ext predict: error: backend 'openvino' needs the openvino package: pip install 'nnunet_ext[openvino]'")
+    assert "Traceback" not in result.stderr and not list(tmp_path.glob("out/*.nii.gz"))

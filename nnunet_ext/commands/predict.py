@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 
 from nnunet_ext.commands._options import EXAMPLE_RAW, example
+from nnunet_ext.inference.backends import BACKENDS, PRECISIONS
 
 NAME = "predict"
 HELP = "predict with a SliceRes model: 2.5D slices along several axes x in-plane transforms, averaged"
@@ -55,6 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slices-per-batch", type=positive_int,
                         help="2D inputs (slices x transforms) per network call (default: the network's "
                              "slices_per_forward); halved automatically when out of memory")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="network arithmetic: auto (nnU-Net's: bfloat16/float16 autocast on CUDA, float32 on the "
+                             "CPU), fp32, or bf16 (also on the CPU: several times faster on CPUs with AVX-512 BF16 or "
+                             "AMX; see the README for accuracy); probabilities are averaged in float32 either way")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
+                        help="torch (default) or openvino (CPU only, optional: pip install 'nnunet_ext[openvino]'; "
+                             "the network is converted once per fold)")
     parser.add_argument("--save_probabilities", action="store_true", help="also write .npz/.pkl like nnU-Net")
     parser.add_argument("--continue_prediction", action="store_true", help="skip cases already predicted")
     parser.add_argument("-npp", type=int, default=3, help="preprocessing processes (default: 3)")
@@ -94,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
                    slices_per_batch=args.slices_per_batch, save_probabilities=args.save_probabilities,
                    continue_prediction=args.continue_prediction, num_processes_preprocessing=args.npp,
                    num_processes_export=args.nps, num_parts=args.num_parts, part_id=args.part_id, device=args.device,
-                   perform_everything_on_device=not args.not_on_device, verbose=args.verbose,
+                   perform_everything_on_device=not args.not_on_device, precision=args.precision,
+                   backend=args.backend, verbose=args.verbose,
                    progress=not args.disable_progress_bar)
     return 0

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
-from nnunetv2.utilities.helpers import dummy_context
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI reads the choices below without loading it
+    import torch
 
 Precision = Literal["auto", "fp32", "bf16"]
 Backend = Literal["torch", "openvino"]
@@ -46,6 +46,9 @@ def check_backend(backend: str, device: torch.device) -> None:
 
 def autocast(device: torch.device, precision: str):
     """The autocast context for the network's forward pass on ``device`` at ``precision``."""
+    import torch
+    from nnunetv2.utilities.helpers import dummy_context
+
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
@@ -64,6 +67,7 @@ def openvino_network(network: torch.nn.Module, example: torch.Tensor, precision:
     (OpenVINO's own default on bfloat16-capable CPUs would be bfloat16), ``bf16`` in bfloat16.
     """
     import openvino
+    import torch
 
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracing notes the network's shape checks, which the predictor's padding meets

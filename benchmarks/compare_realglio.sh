@@ -48,7 +48,7 @@ if [ "$name" = realglio ]; then
   ln -sfn "$data/dataset.json" "$raw/dataset.json"
 else
   # checks every case, links the images, writes the labels with ET 4 -> 3; a re-run finds everything up to date
-  nnunet-ext convert brats-2021 "$data" -d "$id" --symlink -j "${NP:-8}"
+  nnunet-ext convert brats-2021 "$data" -d "$id" --symlink -np "${NP:-8}"
 fi
 
 # shellcheck disable=SC2086

@@ -19,8 +19,8 @@ site=$("$work/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()
 cd "$work"  # outside the source tree, so only the installed wheel can be imported
 export PATH="$work/venv/bin:$PATH" nnUNet_raw="$work/raw" nnUNet_preprocessed="$work/pre" nnUNet_results="$work/res"
 python -c 'import nnunet_ext, sys; sys.exit(0 if "site-packages" in nnunet_ext.__file__ else 1)'
-nnunet-ext demo-data "$work/src" --task gli -n 3 --shape 32 32 24 -j 1 > /dev/null 2>&1
-nnunet-ext convert brats-gli "$work/src" -d 990 -j 1 > /dev/null 2>&1
+nnunet-ext demo-data "$work/src" --task gli -n 3 --shape 32 32 24 -np 1 > /dev/null 2>&1
+nnunet-ext convert brats-gli "$work/src" -d 990 -np 1 > /dev/null 2>&1
 nnunet-ext plan -d 990 --preset brats_gli -c 2d -np 1 > "$work/plan.log" 2>&1 || { cat "$work/plan.log"; exit 1; }
 grep -q '"sliceres"' "$nnUNet_preprocessed"/Dataset990_*/nnUNetPlans.json
 echo "wheel install: nnunet-ext plan --preset brats_gli OK"

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
+
+_TEMPORARY = re.compile(r"^\.(?P<stem>.*)\.(?P<pid>\d+)-[0-9a-f]{8}\.tmp(?P<ending>.*)$")
 
 
 def _ending(name: str) -> str:
@@ -29,7 +33,7 @@ def atomic_write(path: Path, write: Callable[[Path], None], scratch: Path | None
     ending = _ending(path.name)
     stem = path.name[: len(path.name) - len(ending)]
     # a fresh name, not created here: the writer creates the file with the usual permissions
-    tmp = folder / f".{stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{ending}"
+    tmp = folder / f".{stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{ending}"  # see _TEMPORARY
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -37,6 +41,36 @@ def atomic_write(path: Path, write: Callable[[Path], None], scratch: Path | None
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, killed and not yet reaped, does not: read from /proc on Linux)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def remove_stale_temporaries(path: Path, scratch: Path | None = None) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_write` of ``path`` left behind (beside it, or in ``scratch``)
+    in processes that no longer run, i.e. were killed mid-write; returns them. A running writer's are kept."""
+    path = Path(path)
+    ending = _ending(path.name)
+    stem = path.name[: len(path.name) - len(ending)]
+    folder = Path(scratch) if scratch is not None else path.parent
+    removed = []
+    for tmp in folder.glob(f".{glob.escape(stem)}.*.tmp{glob.escape(ending)}"):
+        match = _TEMPORARY.match(tmp.name)
+        if match and match["stem"] == stem and match["ending"] == ending and not _running(int(match["pid"])):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def atomic_write_text(path: Path, text: str) -> Path:

@@ -176,3 +176,25 @@ def test_overlay_draws_each_segmentation_contour(tmp_path):
         overlay_figure(image, {"reference": reference[:-1]}, tmp_path / "bad.png")
     with pytest.raises(ValueError, match="reference"):
         overlay_figure(image, {"method": prediction}, tmp_path / "bad.png")
+
+
+def test_atomic_write_keeps_the_whole_ending_and_stale_temporaries_of_dead_writers_are_removed(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from nnunet_ext.atomic import atomic_write, remove_stale_temporaries
+
+    target = tmp_path / "case.nii.gz"
+    seen = []
+    atomic_write(target, lambda tmp: (seen.append(tmp.name), tmp.write_bytes(b"x")))
+    assert seen[0].startswith(".case.") and seen[0].endswith(".tmp.nii.gz") and target.read_bytes() == b"x"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = tmp_path / f".case.{dead}-0123abcd.tmp.nii.gz"  # a writer killed mid-write
+    running = tmp_path / f".case.{os.getpid()}-0123abcd.tmp.nii.gz"
+    other = tmp_path / f".other.{dead}-0123abcd.tmp.nii.gz"
+    for path in (stale, running, other):
+        path.write_bytes(b"half")
+    assert remove_stale_temporaries(target) == [stale]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, running.name, other.name])

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from nnunet_ext.commands._options import add_num_processes, example
 from nnunet_ext.errors import UsageError
+from nnunet_ext.utils.processes import workers_exit_with_parent
 
 NAME = "plan"
 HELP = "check, fingerprint, plan (nnU-Net plans + SliceRes settings) and preprocess a raw nnU-Net dataset"
@@ -64,6 +65,7 @@ def _num_outputs(dataset_json: dict, where: Path) -> int:
         raise ValueError(f"{where}: its labels cannot be used by nnU-Net ({type(error).__name__}: {error})") from None
 
 
+@workers_exit_with_parent()  # nnU-Net's fingerprint and preprocessing pools exit with a killed plan
 def run(args: argparse.Namespace) -> int:
     from nnunetv2.configuration import default_num_processes
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (

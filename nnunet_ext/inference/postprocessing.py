@@ -36,7 +36,7 @@ from pathlib import Path
 import cc3d
 import numpy as np
 
-from nnunet_ext.atomic import atomic_write, atomic_write_text
+from nnunet_ext.atomic import atomic_write, atomic_write_text, remove_stale_temporaries
 from nnunet_ext.nifti_io import check_complete, incomplete_files
 from nnunet_ext.utils.pool import map_cases
 
@@ -356,6 +356,8 @@ def postprocess_folder(input_folder: str | os.PathLike, output_folder: str | os.
                          "segmentations cannot be read:\n  " + "\n  ".join(unreadable))
     output_folder.mkdir(parents=True, exist_ok=True)
     targets = [output_folder / p.name for p in sources]
+    for target in targets:  # what a killed earlier run was writing
+        remove_stale_temporaries(target)
     reader = reader_writer(input_folder, file_ending, sources[0])
     work = partial(postprocess_file, setting=setting, reader=reader, checked=True)
     list(map_cases(work, zip(sources, targets), num_processes, f"post-processing ({setting.mode})"))

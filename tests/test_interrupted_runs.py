@@ -177,14 +177,15 @@ def env(**extra: Path) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------------- tests
 def test_worker_exits_with_a_killed_parent(tmp_path: Path) -> None:
     """The mechanism itself, for a parent killed with ``kill -9``: our pool's workers, a spawn pool and a manager
-    started as nnU-Net starts them (inside ``workers_exit_with_parent``), and the polling thread used where
-    prctl is missing."""
+    started as nnU-Net starts them (inside ``workers_exit_with_parent``), a program run as HD-BET is run, and the
+    polling thread used where prctl is missing."""
     script = tmp_path / "parent.py"
     script.write_text(f"""
-import multiprocessing, os, time
+import multiprocessing, os, subprocess, time
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from nnunet_ext.utils.pool import map_cases
-from nnunet_ext.utils.processes import watch_parent, workers_exit_with_parent
+from nnunet_ext.utils.processes import program_exits_with_parent, watch_parent, workers_exit_with_parent
 
 if __name__ == "__main__":
     with workers_exit_with_parent():
@@ -193,10 +194,11 @@ if __name__ == "__main__":
         spawn_pool.apply(time.sleep, (0,))
     plain = ProcessPoolExecutor(1, initializer=watch_parent, initargs=(os.getpid(),))  # the fallback elsewhere
     plain.submit(time.sleep, 0).result()
+    subprocess.Popen(["sleep", "600"], preexec_fn=partial(program_exits_with_parent, os.getpid()))
     open({str(tmp_path / "ready")!r}, "w").close()
     list(map_cases(time.sleep, [600, 600], num_workers=2, progress=False))
 """)
-    seen = kill_when([sys.executable, str(script)], env(), any_file(tmp_path, "ready"), 5, tmp_path / "log")
+    seen = kill_when([sys.executable, str(script)], env(), any_file(tmp_path, "ready"), 6, tmp_path / "log")
     assert_no_workers_left(seen)
 
 

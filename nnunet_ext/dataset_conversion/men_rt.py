@@ -13,11 +13,13 @@ stripping with HD-BET. Each preprocessed case gets a record (original grid, tran
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ import SimpleITK as sitk
 
 from nnunet_ext.dataset_conversion.raw_dataset import DatasetSpec, SourceCase, find_source_cases
 from nnunet_ext.nifti_io import read_image
+from nnunet_ext.utils.processes import program_exits_with_parent
 
 CASE_PATTERN = re.compile(r"^BraTS[-_]MEN[-_]RT[-_](?P<patient>\d+)[-_](?P<scan>\d+)[-_](?P<key>t1c|gtv)"
                           r"\.nii(?:\.gz)?$")
@@ -104,8 +107,8 @@ def skull_strip(image: sitk.Image) -> sitk.Image:
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "input.nii.gz", Path(tmp) / "brain.nii.gz"
         sitk.WriteImage(image, str(src))
-        done = subprocess.run([executable, "-i", str(src), "-o", str(dst), "-device", "cpu"],
-                              capture_output=True, text=True)
+        done = subprocess.run([executable, "-i", str(src), "-o", str(dst), "-device", "cpu"], capture_output=True,
+                              text=True, preexec_fn=partial(program_exits_with_parent, os.getpid()))
         if done.returncode != 0 or not dst.is_file():
             raise RuntimeError(f"HD-BET failed (exit {done.returncode}); are its weights installed?\n"
                                f"{done.stderr[-2000:]}")

@@ -5,7 +5,8 @@ of ``nnunet-ext predict`` nnU-Net's preprocessing and export workers (about 1.4 
 kernel is asked to kill the worker when its parent dies (``prctl(PR_SET_PDEATHSIG)``); elsewhere a thread in
 the worker polls its parent's id.
 
-Our own pools pass :func:`exit_with_parent` as their initializer (:mod:`nnunet_ext.utils.pool`). nnU-Net's
+Our own pools pass :func:`exit_with_parent` as their initializer (:mod:`nnunet_ext.utils.pool`), programs we
+run (HD-BET) :func:`program_exits_with_parent` as ``preexec_fn``. nnU-Net's
 pools inside prediction and planning start their workers through a multiprocessing context's ``Process``
 (``get_context("spawn")``, and the default context for the ``Manager`` of the preprocessing queues);
 :func:`workers_exit_with_parent` puts a subclass there for the duration of a call, so nnU-Net's loops run
@@ -52,6 +53,14 @@ def exit_with_parent(parent_pid: int) -> None:
     if not _ask_kernel(signal.SIGKILL):
         watch_parent(parent_pid)
     if os.getppid() != parent_pid:  # the parent died before the kernel was asked
+        os._exit(1)
+
+
+def program_exits_with_parent(parent_pid: int) -> None:
+    """``subprocess``'s ``preexec_fn``: the program about to be executed is killed when ``parent_pid`` dies
+    (Linux; elsewhere nothing, as a thread would not survive the exec)."""
+    _ask_kernel(signal.SIGKILL)
+    if os.getppid() != parent_pid:
         os._exit(1)
 
 

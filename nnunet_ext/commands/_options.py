@@ -40,10 +40,21 @@ def example(after: str | None, *lines: str) -> str:
             + "".join(f"  {line}\n" for line in [*common, *lines]))
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts (processes, slices): 0 would silently mean nnU-Net's default in some commands."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def add_num_processes(parser: argparse.ArgumentParser, default: int | None, help_text: str) -> None:
     """``-np/--num-processes`` into ``args.num_processes``, and the hidden ``-j/--num-workers``."""
-    parser.add_argument("-np", "--num-processes", type=int, default=default, help=help_text)
-    parser.add_argument("-j", "--num-workers", dest="num_processes", type=int, default=argparse.SUPPRESS,
+    parser.add_argument("-np", "--num-processes", type=positive_int, default=default, help=help_text)
+    parser.add_argument("-j", "--num-workers", dest="num_processes", type=positive_int, default=argparse.SUPPRESS,
                         help=argparse.SUPPRESS)
 
 

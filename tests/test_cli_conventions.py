@@ -170,15 +170,17 @@ def test_an_unforeseen_exception_is_a_failed_run_with_its_traceback_kept(tmp_pat
     assert str(saved) in line and "in broken" in saved.read_text()
 
 
-WORKER_COUNTS = [(["plan", "-d", "998", "-np", "0"], "-np"),
-                 (["evaluate", "--pred", "p", "--ref", "r", "--rules", "brats-gli-2024", "-o", "e", "-j", "-1"], "-j"),
-                 (["predict", "-m", "m", "-i", "i", "-o", "o", "-npp", "0"], "-npp"),
-                 (["predict", "-m", "m", "-i", "i", "-o", "o", "-nps", "two"], "-nps")]
+WORKER_COUNTS = [(["plan", "-d", "998", "-np", "0"], "-np", "positive"),
+                 (["evaluate", "--pred", "p", "--ref", "r", "--rules", "brats-gli-2024", "-o", "e", "-j", "-1"], "-j",
+                  "positive"),
+                 (["predict", "-m", "m", "-i", "i", "-o", "o", "-npp", "-1"], "-npp", "non-negative"),
+                 (["predict", "-m", "m", "-i", "i", "-o", "o", "-nps", "two"], "-nps", "non-negative")]
 
 
-@pytest.mark.parametrize(("args", "flag"), WORKER_COUNTS)
-def test_a_worker_count_below_one_is_bad_input(args: list[str], flag: str, folder: Path) -> None:
+@pytest.mark.parametrize(("args", "flag", "allowed"), WORKER_COUNTS)
+def test_a_worker_count_below_one_is_bad_input(args: list[str], flag: str, allowed: str, folder: Path) -> None:
+    """Below 1; in ``predict``, whose ``-npp 0 -nps 0`` is nnU-Net's sequential mode, below 0."""
     result = nnunet_ext(args, folder)
     assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr and "expected a positive integer" in result.stderr, result.stderr
-    assert flag in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert f"argument {flag}" in result.stderr and f"expected a {allowed} integer" in result.stderr, result.stderr

@@ -40,15 +40,24 @@ def example(after: str | None, *lines: str) -> str:
             + "".join(f"  {line}\n" for line in [*common, *lines]))
 
 
-def positive_int(text: str) -> int:
-    """argparse type for counts (processes, slices): 0 would silently mean nnU-Net's default in some commands."""
+def _integer_at_least(text: str, minimum: int, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected a {what} integer, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts (processes, slices): 0 would silently mean nnU-Net's default in some commands."""
+    return _integer_at_least(text, 1, "positive")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type for ``predict -npp/-nps``, where 0 (both) is nnU-Net's sequential mode."""
+    return _integer_at_least(text, 0, "non-negative")
 
 
 def add_num_processes(parser: argparse.ArgumentParser, default: int | None, help_text: str) -> None:

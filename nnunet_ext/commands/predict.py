@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from nnunet_ext.commands._options import EXAMPLE_RAW, example, positive_int
+from nnunet_ext.commands._options import EXAMPLE_RAW, example, non_negative_int, positive_int
 from nnunet_ext.inference.backends import BACKENDS, PRECISIONS
 
 NAME = "predict"
@@ -65,8 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the network is converted once per fold)")
     parser.add_argument("--save_probabilities", action="store_true", help="also write .npz/.pkl like nnU-Net")
     parser.add_argument("--continue_prediction", action="store_true", help="skip cases already predicted")
-    parser.add_argument("-npp", type=positive_int, default=3, help="preprocessing processes (default: 3)")
-    parser.add_argument("-nps", type=positive_int, default=3, help="export processes (default: 3)")
+    parser.add_argument("-npp", type=non_negative_int, default=3,
+                        help="preprocessing processes (default: 3; -npp 0 -nps 0: sequential, as in nnU-Net)")
+    parser.add_argument("-nps", type=non_negative_int, default=3, help="export processes (default: 3)")
     parser.add_argument("-num_parts", type=int, default=1, help="split the cases into this many jobs")
     parser.add_argument("-part_id", type=int, default=0, help="which job this is (0 .. num_parts-1)")
     parser.add_argument("-device", default="cuda", choices=("cuda", "cpu", "mps"), help="device (default: cuda)")

@@ -21,7 +21,7 @@ export PYTHONUNBUFFERED=1
 eval "$(nnunet-ext env)"
 mkdir -p "$nnUNet_raw" "$nnUNet_preprocessed" "$nnUNet_results"
 folds=${FOLDS:-0 1 2 3 4}
-read -r -a variants <<< "${VARIANTS:-tiles=--transforms,fast whole=--inference,whole,--transforms,fast}"
+read -r -a variants <<< "${VARIANTS:-tiles=--inference,tiles,--transforms,fast whole=--inference,whole,--transforms,fast}"
 variant_args=()
 for v in "${variants[@]}"; do variant_args+=(--variant "$v"); done
 

@@ -194,6 +194,7 @@ def test_paper_preset_is_the_published_setting_for_either_task(modalities, chann
     paper = settings.build(settings.load_preset("paper"), modalities, [1, 1, 1], 140)
     assert modalities * (2 * paper["neighbours"] + 1) == channels
     assert (paper["augmentation"], paper["augmentation_probability"], paper["crop_size"]) == (["d4"], 0.75, [96, 96])
+    assert paper["inference"] == "tiles"  # "sliding window over every slice", also the default (README: evidence)
     for preset in ("brats_gli", "men_rt"):  # the task presets name the study's augmentation too
         assert settings.load_preset(preset)["augmentation"] == ["d4"]
 

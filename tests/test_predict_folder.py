@@ -107,3 +107,34 @@ def test_bad_settings_are_refused_before_anything_is_written(stub_model: dict, t
     with pytest.raises(PredictionSetupError, match=words):
         _predict(stub_model["model"], stub_model["raw"] / "imagesTs", tmp_path / "out", **options)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("planned", "given", "used"), [
+    (None, None, "tiles"), ("whole", None, "whole"), ("whole", "tiles", "tiles"), ("tiles", "whole", "whole")])
+def test_the_model_plans_choose_tiles_or_whole_slices_unless_told(stub_model: dict, tmp_path: Path,
+                                                                  planned: str | None, given: str | None,
+                                                                  used: str) -> None:
+    """``sliceres.inference`` in the model's plans (absent: the default, tiles) is what predict does without
+    ``inference``; the argument wins. The record and the log say which ran."""
+    model = tmp_path / stub_model["model"].name
+    shutil.copytree(stub_model["model"], model)
+    plans = json.loads((model / "plans.json").read_text())
+    block = plans["configurations"]["2d"]["sliceres"]
+    block.pop("inference", None)
+    if planned:
+        block["inference"] = planned
+    (model / "plans.json").write_text(json.dumps(plans, indent=2))
+    done = _predict(model, stub_model["raw"] / "imagesTs", tmp_path / "out", folds=[0], axes=[0],
+                    transforms="identity", inference=given, postprocess="none")
+    assert done.record["inference"] == used
+    assert ("tiles (step 0.5)" if used == "tiles" else "whole slices") in done.log.read_text()
+
+
+def test_a_bad_inference_setting_in_the_plans_is_named(stub_model: dict, tmp_path: Path) -> None:
+    model = tmp_path / stub_model["model"].name
+    shutil.copytree(stub_model["model"], model)
+    plans = json.loads((model / "plans.json").read_text())
+    plans["configurations"]["2d"]["sliceres"]["inference"] = "sliding"
+    (model / "plans.json").write_text(json.dumps(plans, indent=2))
+    with pytest.raises(PredictionSetupError, match='sliceres.inference = "sliding"'):
+        _predict(model, stub_model["raw"] / "imagesTs", tmp_path / "out", folds=[0], postprocess="none")

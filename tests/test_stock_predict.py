@@ -111,8 +111,8 @@ def _stock(trained: dict, images: Path, output: Path, *extra: str) -> Path:
 
 def _ours(trained: dict, images: Path, output: Path, transforms: str) -> Path:
     _run(["nnunet-ext", "predict", "-i", str(images), "-o", str(output), "-d", "523", "-f", "0", "--axes", "0",
-          "--transforms", transforms, "--postprocess", "none", "-device", "cpu", "-npp", "0", "-nps", "0",
-          "--disable_progress_bar"], trained["env"])
+          "--transforms", transforms, "--inference", "tiles", "--postprocess", "none", "-device", "cpu",
+          "-npp", "0", "-nps", "0", "--disable_progress_bar"], trained["env"])
     return output
 
 

@@ -16,6 +16,7 @@ import argparse
 
 from nnunet_ext.commands._options import EXAMPLE_RAW, example, non_negative_int, positive_int
 from nnunet_ext.inference.backends import BACKENDS, PRECISIONS
+from nnunet_ext.planning.sliceres_settings import INFERENCE_MODES
 
 NAME = "predict"
 HELP = "predict with a SliceRes model: 2.5D slices along several axes x in-plane transforms, averaged"
@@ -34,10 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
     parser.add_argument("-f", nargs="+", help="folds to ensemble (default: every fold with a checkpoint)")
     parser.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint name (default: checkpoint_final.pth)")
-    parser.add_argument("--inference", choices=("tiles", "whole"), default="tiles",
+    parser.add_argument("--inference", choices=INFERENCE_MODES,
                         help="in-plane: tiles of the training crop with nnU-Net's Gaussian-weighted sliding window "
-                             "(default, as published and as trained) or whole slices in one pass (faster; see the "
-                             "README for how it compares)")
+                             "(as published) or whole slices in one pass (faster; see the README for how it "
+                             "compares); default: the model's plans (sliceres.inference, tiles unless planned "
+                             "otherwise)")
     parser.add_argument("-step_size", type=float, default=0.5,
                         help="with --inference tiles: in-plane sliding-window step (default: 0.5)")
     parser.add_argument("--axes", nargs="+", type=int, choices=(0, 1, 2),

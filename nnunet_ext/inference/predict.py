@@ -24,9 +24,9 @@ from typing import Any
 
 from nnunet_ext.errors import UsageError
 from nnunet_ext.inference import folder_prediction as fp
+from nnunet_ext.planning.sliceres_settings import INFERENCE_MODES, SettingsError
 from nnunet_ext.run_log import stdout_logged_to
 
-INFERENCE_MODES = ("tiles", "whole")
 LOG_PREFIX = "sliceres_predict_log"
 
 
@@ -51,7 +51,7 @@ class FolderPrediction:
 def predict_folder(input_folder: str | Path, output_folder: str | Path, model_folder: str | Path, *,
                    folds: Sequence[int | str] | None = None, checkpoint: str = "checkpoint_final.pth",
                    axes: Sequence[int] | None = None, transforms: str | Sequence[int] = "all",
-                   inference: str = "tiles", tile_step_size: float = 0.5, postprocess: str = "auto",
+                   inference: str | None = None, tile_step_size: float = 0.5, postprocess: str = "auto",
                    min_size: int | None = None, slices_per_batch: int | None = None,
                    save_probabilities: bool = False, continue_prediction: bool = False,
                    num_processes_preprocessing: int = 3, num_processes_export: int = 3, num_parts: int = 1,
@@ -62,7 +62,8 @@ def predict_folder(input_folder: str | Path, output_folder: str | Path, model_fo
 
     ``folds``: default every fold with ``checkpoint``. ``axes``: default the axes the model was trained on.
     ``transforms``: a preset name (``all``, ``mirror``, ``fast``, ``identity``) or indices 0..7.
-    ``inference``: ``tiles`` (nnU-Net's sliding window over each slice) or ``whole`` slices. ``postprocess``:
+    ``inference``: ``whole`` slices, ``tiles`` (nnU-Net's sliding window over each slice) or, by default, the model
+    plans' ``sliceres.inference``. ``postprocess``:
     ``auto`` (the model folder's recorded setting, else the default for its labels), ``components``,
     ``cascade`` or ``none``. ``num_processes_preprocessing`` and ``num_processes_export`` both 0: nnU-Net's
     sequential mode. ``precision`` (``auto``: nnU-Net's, ``fp32``, ``bf16``) and ``backend`` (``torch``, ``openvino``
@@ -84,7 +85,7 @@ def predict_folder(input_folder: str | Path, output_folder: str | Path, model_fo
     if num_processes_preprocessing == 0 and num_processes_export == 0 and num_parts > 1:
         raise PredictionSetupError("no preprocessing and export processes (-npp 0 -nps 0, sequential mode) do not "
                                    "support num_parts (-num_parts) > 1, as in nnU-Net")
-    if inference not in INFERENCE_MODES:
+    if inference is not None and inference not in INFERENCE_MODES:
         raise PredictionSetupError(f"inference must be one of {INFERENCE_MODES}, got {inference!r}")
     try:
         transforms = parse_transforms(transforms) if isinstance(transforms, str) else tuple(transforms)
@@ -97,7 +98,8 @@ def predict_folder(input_folder: str | Path, output_folder: str | Path, model_fo
         predictor = SliceResPredictor(axes=axes, transforms=transforms, tile_step_size=tile_step_size,
                                       perform_everything_on_device=perform_everything_on_device, device=torch_device,
                                       verbose=verbose, verbose_preprocessing=verbose, allow_tqdm=progress,
-                                      slices_per_batch=slices_per_batch, tiles=inference == "tiles",
+                                      slices_per_batch=slices_per_batch,
+                                      tiles=None if inference is None else inference == "tiles",
                                       precision=precision, backend=backend)
     except (ValueError, BackendUnavailable) as error:
         raise PredictionSetupError(str(error)) from None
@@ -105,13 +107,17 @@ def predict_folder(input_folder: str | Path, output_folder: str | Path, model_fo
         predictor.initialize_from_trained_model_folder(str(model_folder), folds, checkpoint)
     except NotSliceResNetwork as error:
         raise PredictionSetupError(str(error)) from None
-
+    try:  # the settings the model's plans decide, read now: a bad block is named before any case
+        inference = "tiles" if predictor.uses_tiles else "whole"
+        views = predictor.views
+    except SettingsError as error:
+        raise PredictionSetupError(f"{model_folder / 'plans.json'}: {error}") from None
     file_ending = dataset_json["file_ending"]
     cases = _part_case_ids(str(input_folder), file_ending, num_parts, part_id)
     output = Path(output_folder)
     output.mkdir(parents=True, exist_ok=True)
     record = {"model_folder": str(model_folder.resolve()), "folds": folds, "checkpoint": checkpoint,
-              "axes": sorted({v.axis for v in predictor.views}), "transforms": list(transforms),
+              "axes": sorted({v.axis for v in views}), "transforms": list(transforms),
               "inference": inference, "tile_step_size": tile_step_size, "precision": precision, "backend": backend,
               "postprocessing": setting.to_json()}
     if continue_prediction:

@@ -6,10 +6,11 @@ worker pool stay nnU-Net's own code.
 
 For every view (slicing axis x in-plane dihedral transform, see :mod:`nnunet_ext.inference.views`) each slice
 is predicted with its true 2.5D neighbours from the whole volume (edge slices repeated, exactly as in
-training). In-plane, each slice is cut into nnU-Net's sliding-window tiles of the training crop with Gaussian
-weights (``compute_steps_for_sliding_window``, ``compute_gaussian``; the method's "sliding window over every
-slice", the default) or, with ``tiles=False``, predicted whole in one pass (the network is fully convolutional;
-the plane is zero-padded to a multiple of its downsampling and cropped back). Either way the transforms of one
+training). In-plane, each slice is predicted whole in one pass (the network is fully convolutional; the plane is
+zero-padded to a multiple of its downsampling and cropped back) or cut into nnU-Net's sliding-window tiles of the
+training crop with Gaussian weights (``compute_steps_for_sliding_window``, ``compute_gaussian``; the method's
+"sliding window over every slice"), as the model's plans say (``sliceres.inference``) unless ``tiles`` is given.
+Either way the transforms of one
 axis go through the network together, each window transformed and transformed back as nnU-Net's test-time
 mirroring does with its patches, and windows whose 2.5D input is zero get the network's prediction for an
 all-zero input, computed once per axis. Probabilities, not logits, are averaged: over windows, views and folds,
@@ -71,13 +72,14 @@ class SliceResPredictor(nnUNetPredictor):
     set instead. ``slices_per_batch`` bounds memory: at most that many 2D inputs (slices x transforms) go
     through the network at once (default: the network's ``slices_per_forward``); when a batch does not fit, it
     is halved, and a whole plane too large for one pass falls back to tiles. nnU-Net's mirroring is off; the
-    views replace it. ``tiles``: sliding-window tiles of the training crop (default) or whole slices.
+    views replace it. ``tiles``: sliding-window tiles of the training crop (``True``), whole slices (``False``) or,
+    by default, what the model's plans say (``sliceres.inference``), known once the model is loaded.
     """
 
     def __init__(self, views: Sequence[View] | None = None, tile_step_size: float = 0.5, use_gaussian: bool = True,
                  perform_everything_on_device: bool = True, device: torch.device = torch.device("cuda"),
                  verbose: bool = False, verbose_preprocessing: bool = False, allow_tqdm: bool = True,
-                 slices_per_batch: int | None = None, tiles: bool = True, axes: Sequence[int] | None = None,
+                 slices_per_batch: int | None = None, tiles: bool | None = None, axes: Sequence[int] | None = None,
                  transforms: Sequence[int] = dihedral.ALL, precision: str = "auto", backend: str = "torch"):
         super().__init__(tile_step_size=tile_step_size, use_gaussian=use_gaussian, use_mirroring=False,
                          perform_everything_on_device=perform_everything_on_device, device=device, verbose=verbose,
@@ -114,6 +116,16 @@ class SliceResPredictor(nnUNetPredictor):
         if not views:
             raise ValueError("at least one view is needed")
         self._views = tuple(views)
+
+    @property
+    def uses_tiles(self) -> bool:
+        """Tiles or whole slices: as set, else the loaded model's ``sliceres.inference`` (tiles before loading or
+        for plans without a ``sliceres`` block)."""
+        if self.tiles is not None:
+            return self.tiles
+        if self.configuration_manager is None or SLICERES_KEY not in self.configuration_manager.configuration:
+            return True
+        return from_configuration(self.configuration_manager.configuration).inference == "tiles"
 
     def trained_axes(self) -> tuple[int, ...] | None:
         """The slicing axes in the loaded model's plans (``sliceres.axes``); ``None`` before loading or for plans
@@ -215,9 +227,9 @@ class SliceResPredictor(nnUNetPredictor):
             for axis, transforms in by_axis.items():
                 stack = torch.movedim(image, axis + 1, 1)  # (C, D, H, W), a view of the image
                 try:
-                    axis_sum = self._predict_axis(stack, transforms, self.tiles)
+                    axis_sum = self._predict_axis(stack, transforms, self.uses_tiles)
                 except PlaneTooLarge:
-                    if self.tiles:
+                    if self.uses_tiles:
                         raise RuntimeError(f"not even one {self._patch()} tile of one slice fits through the "
                                            f"network; free device memory or predict with -device cpu") from None
                     print(f"Slices along axis {axis} (plane {tuple(stack.shape[-2:])}) do not fit through the "

@@ -31,6 +31,9 @@ AUGMENTATIONS = ("d4", "spatial", "noise", "blur", "brightness", "contrast", "lo
 #: existed, keeps meaning what it computed then (per batch), so existing plans train and resume unchanged
 FOCAL_ALPHAS = ("dataset_frequency", "batch_frequency", None)
 FOCAL_ALPHA_ALIASES = {"inverse_frequency": "batch_frequency"}
+#: in-plane inference (nnunet_ext.inference.predictor): the study's sliding window of training-crop tiles, or each
+#: slice whole in one pass; the plans' value is what ``nnunet-ext predict`` does unless ``--inference`` says otherwise
+INFERENCE_MODES = ("tiles", "whole")
 
 #: a field's check: why ``value`` is not allowed ("must be ..."), or None when it is
 Check = Callable[[Any], "str | None"]
@@ -312,6 +315,8 @@ class SliceResSettings(Block):
     batch_size: int = setting(32, integer(1))
     axes: tuple[int, ...] | None = setting(None, _axes, derived=True)
     inference_window_depth: int | None = setting(None, None, derived=True)  # checked against neighbours (relations)
+    inference: str = setting("tiles", one_of(INFERENCE_MODES, "must be 'whole' (each slice in one pass) or 'tiles' "
+                                                              "(the study's sliding window of training-crop tiles)"))
     foreground_fraction: float = setting(0.5, number(0, 1))
     augmentation_probability: float = setting(0.75, number(0, 1))
     augmentation: tuple[str, ...] = setting(["d4"], _augmentation)

@@ -4,17 +4,16 @@ Only the per-case network evaluation is replaced; preprocessing, the fold loop's
 original geometry, ``--save_probabilities``, ``--continue_prediction``, ``-num_parts/-part_id`` and the export
 worker pool stay nnU-Net's own code.
 
-For every view (slicing axis x in-plane dihedral transform, see :mod:`nnunet_ext.inference.views`) each slice
-is predicted with its true 2.5D neighbours from the whole volume (edge slices repeated, exactly as in
-training). In-plane, each slice is predicted whole in one pass (the network is fully convolutional; the plane is
-zero-padded to a multiple of its downsampling and cropped back) or cut into nnU-Net's sliding-window tiles of the
-training crop with Gaussian weights (``compute_steps_for_sliding_window``, ``compute_gaussian``; the method's
-"sliding window over every slice"), as the model's plans say (``sliceres.inference``) unless ``tiles`` is given.
-Either way the transforms of one
-axis go through the network together, each window transformed and transformed back as nnU-Net's test-time
-mirroring does with its patches, and windows whose 2.5D input is zero get the network's prediction for an
-all-zero input, computed once per axis. Probabilities, not logits, are averaged: over windows, views and folds,
-in float32 whatever the network's precision (``precision="auto"``: bfloat16 on CUDA devices that support it, else
+For every view (slicing axis x in-plane dihedral transform, see :mod:`nnunet_ext.inference.views`) each slice is
+predicted with its true 2.5D neighbours from the whole volume (edge slices repeated, exactly as in training).
+In-plane, each slice is predicted whole in one pass (the network is fully convolutional; the plane is zero-padded to
+a multiple of its downsampling and cropped back) or cut into nnU-Net's sliding-window tiles of the training crop
+with Gaussian weights (``compute_steps_for_sliding_window``, ``compute_gaussian``; the method's "sliding window over
+every slice"), as the model's plans say (``sliceres.inference``) unless ``tiles`` is given. Either way the
+transforms of one axis go through the network together, each window transformed and transformed back as nnU-Net's
+test-time mirroring does with its patches, and windows whose 2.5D input is zero get the network's prediction for an
+all-zero input, computed once per axis. Probabilities, not logits, are averaged: over windows, views and folds, in
+float32 whatever the network's precision (``precision="auto"``: bfloat16 on CUDA devices that support it, else
 float16, float32 elsewhere; ``"bf16"`` also on the CPU; ``"fp32"``) and backend (torch, or OpenVINO on the CPU:
 :mod:`nnunet_ext.inference.backends`).
 
@@ -40,6 +39,7 @@ from nnunet_ext import dihedral
 from nnunet_ext.inference import backends
 from nnunet_ext.inference.views import View, make_views
 from nnunet_ext.planning.settings import SLICERES_KEY, from_configuration
+from nnunet_ext.planning.sliceres_settings import SliceResSettings
 from nnunet_ext.slicing import empty_input_slices, stack_slices
 from nnunet_ext.utils.processes import workers_exit_with_parent
 
@@ -117,22 +117,26 @@ class SliceResPredictor(nnUNetPredictor):
             raise ValueError("at least one view is needed")
         self._views = tuple(views)
 
+    def _planned_settings(self) -> SliceResSettings | None:
+        """The loaded model's ``sliceres`` settings; ``None`` before loading or for plans without the block."""
+        if self.configuration_manager is None or SLICERES_KEY not in self.configuration_manager.configuration:
+            return None
+        return from_configuration(self.configuration_manager.configuration)
+
     @property
     def uses_tiles(self) -> bool:
         """Tiles or whole slices: as set, else the loaded model's ``sliceres.inference`` (tiles before loading or
         for plans without a ``sliceres`` block)."""
         if self.tiles is not None:
             return self.tiles
-        if self.configuration_manager is None or SLICERES_KEY not in self.configuration_manager.configuration:
-            return True
-        return from_configuration(self.configuration_manager.configuration).inference == "tiles"
+        planned = self._planned_settings()
+        return planned is None or planned.inference == "tiles"
 
     def trained_axes(self) -> tuple[int, ...] | None:
         """The slicing axes in the loaded model's plans (``sliceres.axes``); ``None`` before loading or for plans
         without a ``sliceres`` block."""
-        if self.configuration_manager is None or SLICERES_KEY not in self.configuration_manager.configuration:
-            return None
-        return from_configuration(self.configuration_manager.configuration).axes
+        planned = self._planned_settings()
+        return None if planned is None else planned.axes
 
     # ----------------------------------------------------------------------------------------- nnU-Net hooks
     def predict_from_data_iterator(self, *args, **kwargs):
@@ -222,14 +226,15 @@ class SliceResPredictor(nnUNetPredictor):
         by_axis: dict[int, list[int]] = {}
         for view in self.views:
             by_axis.setdefault(view.axis, []).append(view.transform)
+        tiles = self.uses_tiles
         with tqdm(total=len(by_axis), desc=f"{len(self.views)} views", unit="axis",
                   disable=not self.allow_tqdm) as progress:
             for axis, transforms in by_axis.items():
                 stack = torch.movedim(image, axis + 1, 1)  # (C, D, H, W), a view of the image
                 try:
-                    axis_sum = self._predict_axis(stack, transforms, self.uses_tiles)
+                    axis_sum = self._predict_axis(stack, transforms, tiles)
                 except PlaneTooLarge:
-                    if self.uses_tiles:
+                    if tiles:
                         raise RuntimeError(f"not even one {self._patch()} tile of one slice fits through the "
                                            f"network; free device memory or predict with -device cpu") from None
                     print(f"Slices along axis {axis} (plane {tuple(stack.shape[-2:])}) do not fit through the "

@@ -30,6 +30,12 @@ class BackendUnavailable(RuntimeError):
     """The requested backend cannot run here (not installed, or not for this device)."""
 
 
+def check_precision(precision: str) -> None:
+    """Fail before any work on an unknown ``precision``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+
+
 def check_backend(backend: str, device: torch.device) -> None:
     """Fail before any work when ``backend`` cannot run on ``device``."""
     if backend not in BACKENDS:
@@ -49,8 +55,7 @@ def autocast(device: torch.device, precision: str):
     import torch
     from nnunetv2.utilities.helpers import dummy_context
 
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    check_precision(precision)
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return dummy_context()
     if device.type == "cuda":

@@ -97,8 +97,7 @@ class SliceResPredictor(nnUNetPredictor):
             self.views = views
         self.slices_per_batch = slices_per_batch
         self.tiles = tiles
-        if precision not in backends.PRECISIONS:
-            raise ValueError(f"precision {precision!r}: expected one of {', '.join(backends.PRECISIONS)}")
+        backends.check_precision(precision)
         backends.check_backend(backend, self.device)
         self.precision, self.backend = precision, backend
         self._parameter_set: tuple[int, int] | None = None  # (fold index, id of its parameters) while predicting

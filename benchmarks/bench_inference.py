@@ -38,6 +38,7 @@ import torch
 from nnunet_ext.atomic import atomic_write_text
 from nnunet_ext.inference.backends import BACKENDS, PRECISIONS
 from nnunet_ext.inference.views import VIEW_SUBSETS
+from nnunet_ext.planning.sliceres_settings import INFERENCE_MODES
 
 N_CLASSES = 5  # BraTS-GLI: background, NETC, SNFH, ET, RC
 
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--views", nargs="+", type=int, default=[1, 6, 24], choices=sorted(VIEW_SETS),
                         help="SliceRes view counts: 1 (axis 0), 6 (3 axes x identity + flip), 8 (axis 0 x D4), "
                              "24 (3 axes x D4)")
-    parser.add_argument("--inference", nargs="+", choices=("tiles", "whole"), default=["tiles"],
+    parser.add_argument("--inference", nargs="+", choices=INFERENCE_MODES, default=["tiles"],
                         help="SliceRes in-plane inference: tiles of the crop size (default) and/or whole slices")
     parser.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["auto"],
                         help="SliceRes network precision(s): auto (nnU-Net's: bf16/fp16 on CUDA, fp32 on CPU), fp32, "
